@@ -1,0 +1,1 @@
+"""srdeploy.plugins (see README)."""

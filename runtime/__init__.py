@@ -1,0 +1,1 @@
+"""srdeploy.runtime (see README)."""
