@@ -76,7 +76,9 @@ def _check_outdir(outdir: Path) -> None:
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SrdeployError(f"cannot create output directory {outdir} ({exc.strerror}); choose another with -o") from exc
+        raise SrdeployError(
+            f"cannot create output directory {outdir} ({exc.strerror}); choose another with -o"
+        ) from exc
     if not os.access(outdir, os.W_OK):
         raise SrdeployError(f"output directory {outdir} is not writable; choose another with -o")
 
