@@ -1,0 +1,106 @@
+"""RLFN: Residual Local Feature Network (Kong et al., CVPRW 2022), the NTIRE 2024 ESR baseline.
+
+Implemented from the organisers' baseline definition (Amazingren/NTIRE2024_ESR,
+``models/team00_RLFN.py``, class ``RLFN_Prune``: 46 feature / 48 mid channels, 4 blocks, ESA with
+16 channels), read not copied. State-dict keys are those of ``team00_rlfn.pth``. The network works
+on [0, 255] internally (the harness's ``data_range = 255``); ``forward`` takes and returns [0, 1].
+Published (organisers, 256x256 input): 0.317 M parameters, 19.67 G (fvcore MACs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srdeploy.sizes import Size
+
+from .registry import Descriptor, ShapeProfile, register
+
+
+def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=(k - 1) // 2)
+
+
+class ESA(nn.Module):
+    """Enhanced spatial attention, the RLFN variant (no ``conv_max`` / ``conv3_`` branch)."""
+
+    def __init__(self, esa_channels: int, n_feats: int) -> None:
+        super().__init__()
+        f = esa_channels
+        self.conv1 = nn.Conv2d(n_feats, f, 1)
+        self.conv_f = nn.Conv2d(f, f, 1)
+        self.conv2 = nn.Conv2d(f, f, 3, stride=2, padding=0)
+        self.conv3 = nn.Conv2d(f, f, 3, padding=1)
+        self.conv4 = nn.Conv2d(f, n_feats, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c1_ = self.conv1(x)
+        pooled = F.max_pool2d(self.conv2(c1_), kernel_size=7, stride=3)
+        c3 = F.interpolate(self.conv3(pooled), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
+
+
+class RLFB(nn.Module):
+    """Residual local feature block: three 3x3 convs with LeakyReLU(0.05), a residual, 1x1, ESA."""
+
+    def __init__(self, channels: int, mid_channels: int, esa_channels: int = 16) -> None:
+        super().__init__()
+        self.c1_r = _conv(channels, mid_channels, 3)
+        self.c2_r = _conv(mid_channels, mid_channels, 3)
+        self.c3_r = _conv(mid_channels, channels, 3)
+        self.c5 = _conv(channels, channels, 1)
+        self.esa = ESA(esa_channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.leaky_relu(self.c1_r(x), 0.05)
+        out = F.leaky_relu(self.c2_r(out), 0.05)
+        out = F.leaky_relu(self.c3_r(out), 0.05)
+        return self.esa(self.c5(out + x))
+
+
+class RLFN(nn.Module):
+    def __init__(self, scale: int = 4, feature_channels: int = 46, mid_channels: int = 48,
+                 num_blocks: int = 4) -> None:
+        super().__init__()
+        self.scale = scale
+        self.conv_1 = _conv(3, feature_channels, 3)
+        for i in range(1, num_blocks + 1):
+            setattr(self, f"block_{i}", RLFB(feature_channels, mid_channels))
+        self.num_blocks = num_blocks
+        self.conv_2 = _conv(feature_channels, feature_channels, 3)
+        self.upsampler = nn.Sequential(_conv(feature_channels, 3 * scale * scale, 3), nn.PixelShuffle(scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.conv_1(x * 255.0)
+        out = feat
+        for i in range(1, self.num_blocks + 1):
+            out = getattr(self, f"block_{i}")(out)
+        return self.upsampler(self.conv_2(out) + feat) / 255.0
+
+
+_PROFILE = ShapeProfile(Size(16, 16), Size(180, 320), Size(540, 960))
+
+
+@register(
+    Descriptor(
+        name="rlfn",
+        family="rlfn",
+        variant=None,
+        scales=(2, 3, 4),
+        input_range="0-255",
+        size_multiple=1,
+        min_size=8,  # ESA: stride-2 3x3 conv then 7x7/3 max pool need >= 7 pixels after the conv
+        default_tiling=None,
+        trt_profile=_PROFILE,
+        fp16=True,
+        needs_fusion=False,
+        weights_license="MIT (bytedance/RLFN); checkpoint team00_rlfn.pth from Amazingren/NTIRE2024_ESR",
+        paper="Kong et al., Residual Local Feature Network for Efficient Super-Resolution, CVPRW 2022",
+        hparams={"feature_channels": 46, "mid_channels": 48, "num_blocks": 4, "esa_channels": 16},
+        source="Amazingren/NTIRE2024_ESR models/team00_RLFN.py (RLFN_Prune)",
+    )
+)
+def build_rlfn(scale: int) -> RLFN:
+    """The NTIRE 2024 baseline RLFN (x4 weights published; x2/x3 are the same architecture)."""
+    return RLFN(scale)
