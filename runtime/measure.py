@@ -1,0 +1,395 @@
+"""NTIRE-style and steady-state measurement of a predictor over image sets.
+
+``ntire`` reproduces the official Efficient SR harness, quirks included: no warm-up (the first
+image of the first set is timed cold), one timed call per image, the arithmetic mean per set and
+the mean of the set means, peak memory never reset between sets, PSNR on RGB of the
+uint8-rounded output with ``shave = scale``, whole images (no tiling), batch 1. Where a backend has
+no CUDA events or ``max_memory_allocated``, the closest equivalent is used and the output says so
+(the runner's ``clock`` and memory ``note``).
+
+``steady`` warms up, times every image ``repeats`` times, reports the median and p90, resets the
+peak memory per set, and states the achieved fraction of the device's peak arithmetic rate and
+memory bandwidth when the peaks are known.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from srdeploy.errors import InputImageError, SrdeployError
+from srdeploy.imageio import SUPPORTED_SUFFIXES, read_image
+from srdeploy.tiling import Tiling
+
+from . import metrics
+from .predict import Predictor
+
+Mode = Literal["ntire", "steady"]
+
+#: FP16 tensor peak (dense) FLOP/s and memory bandwidth (bytes/s) for the steady-mode fractions.
+DEVICE_PEAKS: dict[str, tuple[float, float]] = {
+    "jetson-agx-orin": (42.5e12, 204.8e9),
+    "jetson-orin-nano-super": (17e12, 102e9),
+    "rtx-4090": (165e12, 1008e9),
+    "rtx-a6000": (155e12, 768e9),
+    "h100-sxm": (990e12, 3.35e12),
+}
+
+
+@dataclass
+class Sample:
+    """One evaluation image: HR path (or None for synthetic), LR path or a made-up LR array."""
+
+    name: str
+    hr_path: Path | None
+    lr_path: Path | None = None
+    lr_array: np.ndarray | None = None  # uint8 (H, W, 3) for synthetic inputs
+
+    def load(self, scale: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """Return (LR uint8 HWC, HR uint8 HWC modcropped or None, how the LR was obtained)."""
+        hr = None
+        if self.hr_path is not None:
+            hr = metrics.modcrop(_read_uint8(self.hr_path), scale)
+        if self.lr_array is not None:
+            return self.lr_array, hr, "synthetic (uniform noise)"
+        if self.lr_path is not None:
+            lr = _read_uint8(self.lr_path)
+            how = "given"
+        else:
+            assert hr is not None
+            lr = metrics.bicubic_downscale(hr, scale)
+            how = "bicubic downscaling of HR (PIL, antialiased)"
+        if hr is not None and (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
+            raise InputImageError(
+                f"{self.name}: LR {lr.shape[0]}x{lr.shape[1]} x{scale} does not match HR "
+                f"{hr.shape[0]}x{hr.shape[1]} (after modcrop); check the pair and the scale"
+            )
+        return lr, hr, how
+
+
+def _read_uint8(path: Path) -> np.ndarray:
+    rgb, _ = read_image(path)
+    return np.rint(rgb * 255.0).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+
+
+def _match_lr(hr: Path, lrs: dict[str, Path], scale: int) -> Path | None:
+    for key in (hr.stem, f"{hr.stem}x{scale}", f"{hr.stem}_x{scale}"):
+        if key in lrs:
+            return lrs[key]
+    return None
+
+
+def load_sets(root: str | Path, scale: int) -> dict[str, list[Sample]]:
+    """``root/valid`` (and optional ``root/test``), each with ``HR/`` and optional ``LR/``.
+
+    LR files match HR files by stem (``0801.png``, ``0801x4.png`` or ``0801_x4.png``). Without
+    ``LR/`` the LR images are made by bicubic downscaling of the modcropped HR.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SrdeployError(f"data folder {root} does not exist; give --data DIR with valid/HR (and LR)")
+    sets: dict[str, list[Sample]] = {}
+    for name in ("valid", "test"):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        hr_dir, lr_dir = folder / "HR", folder / "LR"
+        if not hr_dir.is_dir():
+            raise SrdeployError(f"{folder} has no HR/ folder; PSNR needs ground truth (LR/ alone is not enough)")
+        hrs = _images(hr_dir)
+        if not hrs:
+            raise SrdeployError(f"{hr_dir} holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
+        lrs = {p.stem: p for p in _images(lr_dir)} if lr_dir.is_dir() else None
+        samples = []
+        for hr in hrs:
+            lr = None
+            if lrs is not None:
+                lr = _match_lr(hr, lrs, scale)
+                if lr is None:
+                    raise SrdeployError(f"{hr.name} in {hr_dir} has no LR image in {lr_dir} (expected {hr.stem}x{scale})")
+            samples.append(Sample(hr.stem, hr, lr))
+        if lrs is not None and len(lrs) != len(hrs):
+            raise SrdeployError(f"{lr_dir} holds {len(lrs)} images but {hr_dir} holds {len(hrs)}; pair them one to one")
+        sets[name] = samples
+    if "valid" not in sets:
+        raise SrdeployError(f"{root} has no valid/ folder; expected valid/HR (and optionally valid/LR, test/)")
+    return sets
+
+
+def synthetic_set(h: int, w: int, count: int, seed: int = 0) -> dict[str, list[Sample]]:
+    """``count`` uniform-noise LR images of ``h`` x ``w`` (no HR: no PSNR)."""
+    rng = np.random.default_rng(seed)
+    return {"valid": [Sample(f"synthetic_{i:03d}", None, None, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+                      for i in range(count)]}
+
+
+@dataclass
+class SetResult:
+    runtime_ms: list[float] = field(default_factory=list)  # the reported (device) time per image
+    e2e_ms: list[float] = field(default_factory=list)
+    psnr: list[float] = field(default_factory=list)
+    ssim_y: list[float] = field(default_factory=list)
+    psnr_y: list[float] = field(default_factory=list)
+    memory_mb: float = 0.0
+    names: list[str] = field(default_factory=list)
+    lr_sizes: list[str] = field(default_factory=list)
+    lr_source: str = ""
+
+
+def _p90(xs: Sequence[float]) -> float:
+    return float(np.percentile(np.asarray(xs), 90)) if xs else math.nan
+
+
+def measure(
+    predictor: Predictor,
+    sets: dict[str, list[Sample]],
+    scale: int,
+    mode: Mode = "ntire",
+    *,
+    warmup: int = 10,
+    repeats: int = 5,
+    tiling: Tiling | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    ssim: bool = False,
+) -> dict[str, SetResult]:
+    """Time ``predictor`` over ``sets`` (``valid`` first, then ``test``) in ``mode``."""
+    if mode not in ("ntire", "steady"):
+        raise SrdeployError(f"unknown mode {mode!r}; use ntire or steady")
+    if mode == "ntire" and tiling is not None:
+        raise SrdeployError("--mode ntire runs whole images, as the challenge; drop --tile or use --mode steady")
+    from tqdm import tqdm
+
+    say = log or (lambda s: None)
+    results: dict[str, SetResult] = {}
+    if mode == "ntire":
+        predictor.reset_peak_memory()  # once: NTIRE never resets between valid and test
+    for set_name in ("valid", "test"):
+        samples = sets.get(set_name)
+        if not samples:
+            continue
+        res = SetResult()
+        if mode == "steady":
+            predictor.reset_peak_memory()
+            lr0, _, _ = samples[0].load(scale)
+            x0 = (lr0.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+            for _ in range(warmup):
+                predictor.predict(x0, tiling)
+        for sample in tqdm(samples, desc=f"{set_name} ({mode})", unit="img", disable=not progress):
+            lr, hr, how = sample.load(scale)
+            res.lr_source = how
+            x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+            dev, e2e = [], []
+            sr = None
+            for _ in range(1 if mode == "ntire" else repeats):
+                sr = predictor.predict(x, tiling)
+                dev.append(predictor.timing.device_ms)
+                e2e.append(predictor.timing.e2e_ms)
+            assert sr is not None
+            res.runtime_ms.append(dev[0] if mode == "ntire" else statistics.median(dev))
+            res.e2e_ms.append(e2e[0] if mode == "ntire" else statistics.median(e2e))
+            res.names.append(sample.name)
+            res.lr_sizes.append(f"{lr.shape[0]}x{lr.shape[1]}")
+            if hr is not None:
+                out = metrics.to_uint8(sr[0])
+                res.psnr.append(metrics.psnr_rgb(out, hr, shave=scale))
+                res.psnr_y.append(metrics.psnr_y(out, hr, crop=scale))
+                if ssim:
+                    res.ssim_y.append(metrics.ssim_y(out, hr, crop=scale))
+                say(f"{sample.name}: {res.runtime_ms[-1]:.2f} ms, PSNR {res.psnr[-1]:.2f} dB")
+            else:
+                say(f"{sample.name}: {res.runtime_ms[-1]:.2f} ms")
+        res.memory_mb = predictor.peak_memory().peak_mb
+        say(f"{set_name}: mean {statistics.fmean(res.runtime_ms):.3f} ms, memory {res.memory_mb:.2f} MB")
+        results[set_name] = res
+    return results
+
+
+def environment() -> dict[str, Any]:
+    """Host, Python and library versions for the report's environment block."""
+    import importlib.metadata as md
+
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for pkg in ("srdeploy", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+        env["cpu"] = cpu
+    except (OSError, StopIteration):
+        pass
+    return env
+
+
+def build_results(
+    key: str,
+    sets: dict[str, SetResult],
+    *,
+    mode: Mode,
+    scale: int,
+    stats: dict[str, Any] | None,
+    predictor_info: dict[str, Any],
+    clock: str,
+    memory_note: str,
+    precision: str,
+    random_weights: bool,
+    extra: dict[str, Any] | None = None,
+    peaks: tuple[float, float] | None = None,
+    warmup: int = 0,
+    repeats: int = 1,
+) -> dict[str, Any]:
+    """The ``results.json`` entry for one model: NTIRE keys plus an ``srdeploy`` section."""
+    entry: dict[str, Any] = {}
+    for name, r in sets.items():
+        entry[f"{name}_runtime"] = r.runtime_ms
+        entry[f"{name}_psnr"] = r.psnr
+        entry[f"{name}_memory"] = r.memory_mb
+        entry[f"{name}_ave_runtime"] = statistics.fmean(r.runtime_ms) if r.runtime_ms else None
+        entry[f"{name}_ave_psnr"] = statistics.fmean(r.psnr) if r.psnr else None
+        if r.ssim_y:
+            entry[f"{name}_ssim"] = r.ssim_y
+            entry[f"{name}_ave_ssim"] = statistics.fmean(r.ssim_y)
+    stats = stats or {}
+    entry["activations"] = stats.get("activations", 0) / 1e6 if stats else None
+    entry["num_conv"] = stats.get("num_conv") if stats else None
+    entry["flops"] = stats.get("gmacs") if stats else None
+    entry["num_parameters"] = stats.get("params", 0) / 1e6 if stats else None
+    set_means = [entry[f"{n}_ave_runtime"] for n in sets if entry.get(f"{n}_ave_runtime") is not None]
+    ours: dict[str, Any] = {
+        "mode": mode,
+        "scale": scale,
+        "precision": precision,
+        "timing_scope": "device time per image (reported runtime); end-to-end time (copies, conversions, "
+                        "tiling) in e2e_runtime",
+        "clock": clock,
+        "warmup": 0 if mode == "ntire" else warmup,
+        "repeats_per_image": 1 if mode == "ntire" else repeats,
+        "statistic": "mean per set, then mean of set means" if mode == "ntire" else "median per image over repeats",
+        "ave_runtime": statistics.fmean(set_means) if set_means else None,
+        "memory_note": memory_note + ("; never reset between sets (NTIRE)" if mode == "ntire" else "; reset per set"),
+        "psnr_note": "RGB, uint8-rounded output, shave = scale, HR modcropped (NTIRE)",
+        "quality_valid": not random_weights,
+        "random_weights": random_weights,
+        "flops_convention": "GMACs (1 multiply-add = 1) from the exported ONNX graph at the stated input size",
+        "graph_stats": stats,
+        "runner": predictor_info,
+        "environment": environment(),
+    }
+    if random_weights:
+        ours["psnr_note"] += "; RANDOM WEIGHTS: quality figures are meaningless"
+    for name, r in sets.items():
+        ours[f"{name}_e2e_runtime"] = r.e2e_ms
+        ours[f"{name}_psnr_y"] = r.psnr_y
+        ours[f"{name}_names"] = r.names
+        ours[f"{name}_lr_sizes"] = r.lr_sizes
+        ours[f"{name}_lr_source"] = r.lr_source
+        if mode == "steady" and r.runtime_ms:
+            ours[f"{name}_median_runtime"] = statistics.median(r.runtime_ms)
+            ours[f"{name}_p90_runtime"] = _p90(r.runtime_ms)
+            ours[f"{name}_median_e2e_runtime"] = statistics.median(r.e2e_ms)
+    if mode == "steady" and stats and "valid" in sets and sets["valid"].runtime_ms:
+        ours["utilisation"] = _utilisation(stats, sets["valid"], peaks)
+    if extra:
+        ours.update(extra)
+    entry["srdeploy"] = ours
+    return {key: entry}
+
+
+def _utilisation(stats: dict[str, Any], r: SetResult, peaks: tuple[float, float] | None) -> dict[str, Any]:
+    """Achieved FLOP/s and bytes/s over the valid set, from MACs/traffic per LR pixel."""
+    h, w = (int(v) for v in str(stats["input_shape"]).split("x")[-2:])
+    per_px_macs = stats["macs"] / (h * w)
+    per_px_bytes = stats["traffic_bytes"] / (h * w)
+    flops, bytes_, secs = 0.0, 0.0, 0.0
+    for size, ms in zip(r.lr_sizes, r.runtime_ms, strict=True):
+        lh, lw = (int(v) for v in size.split("x"))
+        flops += 2 * per_px_macs * lh * lw
+        bytes_ += per_px_bytes * lh * lw
+        secs += ms / 1e3
+    out: dict[str, Any] = {
+        "achieved_tflops": flops / secs / 1e12,
+        "achieved_gbps_upper_bound": bytes_ / secs / 1e9,
+        "note": "FLOPs = 2 x MACs scaled by LR pixels from the counted size; bytes = unfused tensor traffic "
+                "(an upper bound)",
+    }
+    if peaks:
+        out["peak_tflops"], out["peak_gbps"] = peaks[0] / 1e12, peaks[1] / 1e9
+        out["fraction_of_peak_flops"] = flops / secs / peaks[0]
+        out["fraction_of_peak_bandwidth"] = bytes_ / secs / peaks[1]
+    else:
+        out["fraction_of_peak_flops"] = None
+        out["fraction_of_peak_bandwidth"] = None
+        out["note"] += "; device peaks unknown (give --device-peak or --peak-tflops/--peak-gbps)"
+    return out
+
+
+def results_txt(results: dict[str, Any]) -> str:
+    """The NTIRE ``results.txt`` layout (tab-separated; test columns when every entry has them)."""
+    include_test = all("test_ave_runtime" in v and v["test_ave_runtime"] is not None for v in results.values())
+
+    def f(v: Any, spec: str) -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    if include_test:
+        fmt = "{:20s}\t{:10s}\t{:10s}\t{:14s}\t{:14s}\t{:14s}\t{:10s}\t{:10s}\t{:8s}\t{:8s}\t{:8s}\n"
+        s = fmt.format("Model", "Val PSNR", "Test PSNR", "Val Time [ms]", "Test Time [ms]", "Ave Time [ms]",
+                       "Params [M]", "FLOPs [G]", "Acts [M]", "Mem [M]", "Conv")
+    else:
+        fmt = "{:20s}\t{:10s}\t{:14s}\t{:10s}\t{:10s}\t{:8s}\t{:8s}\t{:8s}\n"
+        s = fmt.format("Model", "Val PSNR", "Val Time [ms]", "Params [M]", "FLOPs [G]", "Acts [M]", "Mem [M]", "Conv")
+    for k, v in results.items():
+        cols = [f(v.get("valid_ave_psnr"), "2.2f")]
+        if include_test:
+            cols.append(f(v.get("test_ave_psnr"), "2.2f"))
+        cols.append(f(v.get("valid_ave_runtime"), "3.2f"))
+        if include_test:
+            cols.append(f(v.get("test_ave_runtime"), "3.2f"))
+            cols.append(f((v["valid_ave_runtime"] + v["test_ave_runtime"]) / 2, "3.2f"))
+        cols += [f(v.get("num_parameters"), "2.3f"), f(v.get("flops"), "2.2f"), f(v.get("activations"), "2.2f"),
+                 f(v.get("valid_memory"), "2.2f"), f(v.get("num_conv"), "4d")]
+        s += fmt.format(k, *cols)
+    return s
+
+
+def write_results(outdir: str | Path, results: dict[str, Any], log_lines: Sequence[str]) -> list[Path]:
+    """Write ``results.json``, ``results.txt`` and ``bench.log`` atomically into ``outdir``."""
+    from srdeploy.atomic import staged_dir
+
+    outdir = Path(outdir)
+    with staged_dir(outdir) as stage:
+        (stage / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+        (stage / "results.txt").write_text(results_txt(results))
+        (stage / "bench.log").write_text("\n".join(log_lines) + "\n")
+    return [outdir / "results.json", outdir / "results.txt", outdir / "bench.log"]
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
