@@ -1,0 +1,94 @@
+"""One tolerance table and one comparator for every validation in the exporter.
+
+Units are in the field names: ``max_rel_err`` is ``max|out - ref| / max|ref|`` (dimensionless),
+``min_psnr_db`` is a PSNR in dB with the peak taken as ``max|ref|`` (the outputs are unclamped
+[0, 1] images, so the peak is about 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+Precision = Literal["fp32", "fp16"]
+WeightsKind = Literal["random", "real"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A pass/fail rule; ``None`` fields are not checked."""
+
+    max_rel_err: float | None = None
+    min_psnr_db: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+# The table: (precision, kind of weights) -> rule. fp16 is checked against fp32 PyTorch.
+TOLERANCES: dict[tuple[Precision, WeightsKind], Tolerance] = {
+    ("fp32", "random"): Tolerance(max_rel_err=1e-4),
+    ("fp32", "real"): Tolerance(max_rel_err=1e-4),
+    ("fp16", "random"): Tolerance(min_psnr_db=40.0),
+    ("fp16", "real"): Tolerance(min_psnr_db=45.0),
+}
+
+
+def tolerance_for(precision: Precision, weights: WeightsKind) -> Tolerance:
+    return TOLERANCES[(precision, weights)]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Error statistics of ``out`` against ``ref`` (all in float64)."""
+
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_rel_err: float
+    psnr_db: float
+    nonfinite: int  # NaN/Inf values in ``out``
+
+    def as_dict(self) -> dict[str, float | int]:
+        d = asdict(self)
+        if math.isinf(self.psnr_db):
+            d["psnr_db"] = "inf"
+        return d
+
+    def failures(self, tol: Tolerance) -> list[str]:
+        """Human-readable reasons why ``tol`` is not met (empty: passed)."""
+        bad = []
+        if self.nonfinite:
+            bad.append(f"{self.nonfinite} NaN/Inf values in the output")
+        if tol.max_rel_err is not None and not self.max_rel_err <= tol.max_rel_err:
+            bad.append(f"max_rel_err {self.max_rel_err:.3g} > {tol.max_rel_err:g}")
+        if tol.min_psnr_db is not None and not self.psnr_db >= tol.min_psnr_db:
+            bad.append(f"PSNR {self.psnr_db:.2f} dB < {tol.min_psnr_db:g} dB")
+        return bad
+
+
+def compare(out: np.ndarray, ref: np.ndarray) -> Comparison:
+    """Compare ``out`` with ``ref`` (same shape); PSNR peak = max|ref|."""
+    o = np.asarray(out, dtype=np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    if o.shape != r.shape:
+        raise ValueError(f"output shape {o.shape} != reference shape {r.shape}")
+    nonfinite = int(o.size - np.isfinite(o).sum())
+    diff = np.abs(np.nan_to_num(o, nan=np.inf) - r)
+    peak = max(float(np.abs(r).max()), 1e-12)
+    mse = float(np.mean(np.square(diff))) if diff.size else 0.0
+    psnr = math.inf if mse == 0.0 else 10.0 * math.log10(peak * peak / mse)
+    if not math.isfinite(mse):
+        psnr = -math.inf
+    max_abs = float(diff.max()) if diff.size else 0.0
+    return Comparison(
+        max_abs=max_abs,
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        p99_abs=float(np.percentile(diff, 99)) if diff.size else 0.0,
+        max_rel_err=max_abs / peak,
+        psnr_db=psnr,
+        nonfinite=nonfinite,
+    )

@@ -1,0 +1,464 @@
+"""fp32 -> fp16 graph pass with fp32 islands, for strongly typed TensorRT.
+
+TensorRT 11 has no fp16 builder flag: precision comes from the tensor types of the graph. This
+pass rewrites an fp32 ONNX graph so that the image data path runs in fp16, except for *islands*
+that stay fp32:
+
+* ops whose numerics are known to break in fp16 (softmax, normalisation statistics, reductions,
+  exp/log/pow/sqrt): ``reason = "sensitive op"``;
+* nodes that produce or read a tensor whose magnitude, **measured** on a calibration input with
+  ONNX Runtime, comes within ``overflow_margin`` of the fp16 maximum (large residual sums,
+  0-255 internal ranges): ``reason = "overflow"``;
+* nodes singled out by the precision-escalation loop in :func:`fp16_from_onnx` (measured error
+  gain): ``reason = "precision"``;
+* nodes without an ONNX schema (plugins) or with subgraphs.
+
+Shape arithmetic (anything not reachable from the image input through float tensors) is left in
+fp32, so sizes never round. Casts are inserted at region borders, fp16 copies of initializers are
+made once, and the graph I/O stays fp32 unless ``io_fp16``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FP16_MAX = 65504.0
+
+# Ops kept in fp32 by default, with the reason recorded in the manifest.
+SENSITIVE_OPS: dict[str, str] = {
+    "Softmax": "softmax",
+    "LogSoftmax": "softmax",
+    "LayerNormalization": "LayerNorm statistics",
+    "GroupNormalization": "normalisation statistics",
+    "InstanceNormalization": "normalisation statistics",
+    "BatchNormalization": "normalisation statistics",
+    "ReduceMean": "reduction statistics",
+    "ReduceSum": "reduction statistics",
+    "ReduceSumSquare": "reduction statistics",
+    "ReduceL2": "reduction statistics",
+    "ReduceL1": "reduction statistics",
+    "ReduceLogSumExp": "reduction statistics",
+    "Pow": "pow (variance)",
+    "Sqrt": "sqrt (normalisation)",
+    "Reciprocal": "reciprocal",
+    "Exp": "exp",
+    "Log": "log",
+}
+
+# Ops whose float output never depends numerically on a float data input (they only read shapes).
+_SHAPE_ONLY = {"Shape", "Size", "ConstantOfShape", "EyeLike", "RandomNormalLike", "RandomUniformLike"}
+_MAC_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+_FLOAT = TensorProto.FLOAT
+_HALF = TensorProto.FLOAT16
+
+
+@dataclass(frozen=True)
+class Island:
+    node: str
+    op_type: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"node": self.node, "op_type": self.op_type, "reason": self.reason}
+
+
+@dataclass
+class Fp16Report:
+    """What the pass did: the islands, and how much of the Conv/MatMul work runs in fp16."""
+
+    islands: list[Island] = field(default_factory=list)
+    macs_total: int = 0
+    macs_fp16: int = 0
+    mac_shape: str = ""  # the LR size the MACs were counted at
+    casts_inserted: int = 0
+    io_dtype: str = "float32"
+    max_abs_activation: float = 0.0
+
+    @property
+    def fp16_mac_fraction(self) -> float:
+        return self.macs_fp16 / self.macs_total if self.macs_total else 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "islands": [i.as_dict() for i in self.islands],
+            "num_islands": len(self.islands),
+            "macs_total": self.macs_total,
+            "macs_fp16": self.macs_fp16,
+            "fp16_mac_fraction": round(self.fp16_mac_fraction, 6),
+            "mac_count_lr_size": self.mac_shape,
+            "casts_inserted": self.casts_inserted,
+            "io_dtype": self.io_dtype,
+            "max_abs_activation_fp32": self.max_abs_activation,
+        }
+
+
+def _node_name(node: onnx.NodeProto, idx: int) -> str:
+    return node.name or f"{node.op_type}_{idx}"
+
+
+def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn ``Constant`` nodes holding a tensor into initializers (one representation for constants)."""
+    g = model.graph
+    keep = []
+    for node in g.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
+            attr = node.attribute[0]
+            if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                t = copy.deepcopy(attr.t)
+                t.name = node.output[0]
+                g.initializer.append(t)
+                continue
+            if attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
+                arr = helper.get_attribute_value(attr)
+                dtype = np.float32 if attr.name.startswith("value_float") else np.int64
+                g.initializer.append(numpy_helper.from_array(np.asarray(arr, dtype=dtype), node.output[0]))
+                continue
+        keep.append(node)
+    del g.node[:]
+    g.node.extend(keep)
+    return model
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # shape inference is best effort here; unknown types fall back below
+        inferred = model
+    g = inferred.graph
+    types: dict[str, int] = {}
+    for vi in [*g.input, *g.output, *g.value_info]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for init in model.graph.initializer:
+        types[init.name] = init.data_type
+    return types
+
+
+def _schema(node: onnx.NodeProto, opset: int) -> Any:
+    try:
+        return onnx.defs.get_schema(node.op_type, opset, node.domain or "")
+    except Exception:  # onnx raises SchemaError for unknown (custom-domain) ops
+        return None
+
+
+def _same_type_inputs(node: onnx.NodeProto, schema: Any) -> list[int]:
+    """Indices of the inputs typed by a type variable that admits float16 (they follow the data).
+
+    Inputs with a fixed type (``tensor(float)``, e.g. Resize's ``scales``) keep their type.
+    """
+    allows_half = {c.type_param_str for c in schema.type_constraints if "tensor(float16)" in c.allowed_type_strs}
+    idx = []
+    for i in range(len(node.input)):
+        formal = schema.inputs[min(i, len(schema.inputs) - 1)] if schema.inputs else None
+        if formal is not None and formal.type_str in allows_half:
+            idx.append(i)
+    return idx
+
+
+@dataclass
+class GraphInfo:
+    """Which nodes are on the image data path, and the float data tensors."""
+
+    data_nodes: set[int]
+    data_tensors: set[str]
+    types: dict[str, int]
+    opset: int
+
+
+def analyse(model: onnx.ModelProto) -> GraphInfo:
+    g = model.graph
+    types = _elem_types(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    data_tensors = {i.name for i in g.input if i.type.tensor_type.elem_type in (_FLOAT, _HALF)}
+    data_nodes: set[int] = set()
+    for idx, node in enumerate(g.node):
+        if node.op_type in _SHAPE_ONLY:
+            continue
+        if any(name in data_tensors for name in node.input if name):
+            data_nodes.add(idx)
+            for out in node.output:
+                if out and types.get(out, _FLOAT) in (_FLOAT, _HALF):
+                    data_tensors.add(out)
+    return GraphInfo(data_nodes, data_tensors, types, opset)
+
+
+def _islands(
+    model: onnx.ModelProto,
+    info: GraphInfo,
+    magnitudes: Mapping[str, float],
+    overflow_limit: float,
+    extra: Mapping[str, str],
+) -> dict[int, Island]:
+    g = model.graph
+    big = {name for name, v in magnitudes.items() if not v <= overflow_limit}
+    out: dict[int, Island] = {}
+    for idx in sorted(info.data_nodes):
+        node = g.node[idx]
+        name = _node_name(node, idx)
+        reason = None
+        if name in extra:
+            reason = extra[name]
+        elif node.op_type in SENSITIVE_OPS:
+            reason = f"sensitive op: {SENSITIVE_OPS[node.op_type]}"
+        elif any(o in big for o in node.output) or any(i in big for i in node.input):
+            worst = max(magnitudes.get(t, 0.0) for t in [*node.input, *node.output])
+            reason = f"overflow: |x| up to {worst:.4g} (limit {overflow_limit:.4g})"
+        elif any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+            reason = "control flow (subgraph)"
+        elif _schema(node, info.opset) is None:
+            reason = f"no ONNX schema for {node.domain}::{node.op_type} (plugin)"
+        if reason is not None:
+            out[idx] = Island(name, node.op_type, reason)
+    return out
+
+
+def _rewrite(
+    model: onnx.ModelProto, info: GraphInfo, islands: Mapping[int, Island], io_fp16: bool
+) -> tuple[onnx.ModelProto, int]:
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    dtype: dict[str, int] = dict(info.types)
+    fp16_of: dict[str, str] = {}
+    fp32_of: dict[str, str] = {}
+    new_inits: list[TensorProto] = []
+    new_nodes: list[onnx.NodeProto] = []
+    casts = 0
+
+    if io_fp16:
+        for inp in g.input:
+            if inp.type.tensor_type.elem_type == _FLOAT:
+                inp.type.tensor_type.elem_type = _HALF
+                dtype[inp.name] = _HALF
+
+    def as_fp16(name: str) -> str:
+        nonlocal casts
+        if dtype.get(name) == _HALF:
+            return name
+        if name in fp16_of:
+            return fp16_of[name]
+        new = f"{name}__fp16"
+        if name in inits:
+            arr = numpy_helper.to_array(inits[name])
+            with np.errstate(over="ignore"):
+                new_inits.append(numpy_helper.from_array(arr.astype(np.float16), new))
+        else:
+            new_nodes.append(helper.make_node("Cast", [name], [new], to=_HALF, name=f"cast_fp16/{name}"))
+            casts += 1
+        dtype[new] = _HALF
+        fp16_of[name] = new
+        return new
+
+    def as_fp32(name: str) -> str:
+        nonlocal casts
+        if dtype.get(name) != _HALF:
+            return name
+        if name in fp32_of:
+            return fp32_of[name]
+        new = f"{name}__fp32"
+        new_nodes.append(helper.make_node("Cast", [name], [new], to=_FLOAT, name=f"cast_fp32/{name}"))
+        casts += 1
+        dtype[new] = _FLOAT
+        fp32_of[name] = new
+        return new
+
+    for idx, node in enumerate(g.node):
+        node = copy.deepcopy(node)
+        half = idx in info.data_nodes and idx not in islands
+        if half:
+            schema = _schema(node, info.opset)
+            for i in _same_type_inputs(node, schema):
+                name = node.input[i]
+                if name and dtype.get(name, _FLOAT) in (_FLOAT, _HALF):
+                    node.input[i] = as_fp16(name)
+            if node.op_type == "Cast":
+                for a in node.attribute:
+                    if a.name == "to" and a.i == _FLOAT:
+                        a.i = _HALF
+            for out in node.output:
+                if out and out in info.data_tensors:
+                    dtype[out] = _HALF
+        elif node.op_type not in _SHAPE_ONLY:
+            for i, name in enumerate(node.input):
+                if name:
+                    node.input[i] = as_fp32(name)
+        new_nodes.append(node)
+
+    # Graph outputs: fp32 unless io_fp16 (rename the fp16 producer output, then cast back).
+    tails = []
+    for out in g.output:
+        if dtype.get(out.name) == _HALF:
+            if io_fp16:
+                out.type.tensor_type.elem_type = _HALF
+                continue
+            inner = f"{out.name}__fp16out"
+            for n in new_nodes:
+                for i, name in enumerate(n.input):
+                    if name == out.name:
+                        n.input[i] = inner
+                for i, name in enumerate(n.output):
+                    if name == out.name:
+                        n.output[i] = inner
+            tails.append(helper.make_node("Cast", [inner], [out.name], to=_FLOAT, name=f"cast_out/{out.name}"))
+            casts += 1
+    del g.node[:]
+    g.node.extend(new_nodes + tails)
+    g.initializer.extend(new_inits)
+    used = {name for n in g.node for name in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    g.ClearField("value_info")
+    return model, casts
+
+
+def run_with_intermediates(
+    model: onnx.ModelProto, feed: Mapping[str, np.ndarray], names: Iterable[str]
+) -> dict[str, np.ndarray]:
+    """Run ``model`` in ONNX Runtime (CPU) and also return the tensors in ``names``."""
+    import onnxruntime as ort
+
+    m = copy.deepcopy(model)
+    have = {o.name for o in m.graph.output}
+    inits = {t.name for t in m.graph.initializer}
+    for name in names:
+        if name and name not in have and name not in inits and name not in feed:
+            m.graph.output.append(onnx.ValueInfoProto(name=name))
+            have.add(name)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    outs = sess.run(None, dict(feed))
+    return {o.name: v for o, v in zip(sess.get_outputs(), outs, strict=True)}
+
+
+def count_macs(
+    model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], half_nodes: set[int] | None = None
+) -> tuple[int, int]:
+    """(total, fp16) multiply-accumulates of the Conv/ConvTranspose/MatMul/Gemm nodes.
+
+    ``shapes`` maps tensor names to their runtime shapes (from one ONNX Runtime run);
+    initializer shapes are read from the graph. A node counts as fp16 when its index is in
+    ``half_nodes``.
+    """
+    g = model.graph
+    init_shapes = {t.name: tuple(t.dims) for t in g.initializer}
+
+    def shape(name: str) -> tuple[int, ...] | None:
+        if name in init_shapes:
+            return init_shapes[name]
+        return shapes.get(name)
+
+    total = half = 0
+    for idx, node in enumerate(g.node):
+        if node.op_type not in _MAC_OPS:
+            continue
+        out = shape(node.output[0])
+        a = shape(node.input[0])
+        b = shape(node.input[1]) if len(node.input) > 1 else None
+        if out is None or b is None or a is None:
+            continue
+        n_out = int(np.prod(out))
+        if node.op_type == "Conv":
+            macs = n_out * int(np.prod(b[1:]))
+        elif node.op_type == "ConvTranspose":
+            macs = int(np.prod(a)) * int(np.prod(b[1:]))
+        elif node.op_type == "MatMul":
+            macs = n_out * int(a[-1])
+        else:  # Gemm
+            trans_a = next((x.i for x in node.attribute if x.name == "transA"), 0)
+            macs = n_out * int(a[0] if trans_a else a[-1])
+        total += macs
+        if half_nodes is not None and idx in half_nodes:
+            half += macs
+    return total, half
+
+
+def convert(
+    model: onnx.ModelProto,
+    feed: Mapping[str, np.ndarray],
+    *,
+    io_fp16: bool = False,
+    overflow_margin: float = 16.0,
+    extra_islands: Mapping[str, str] | None = None,
+) -> tuple[onnx.ModelProto, Fp16Report, GraphInfo]:
+    """Convert ``model`` (fp32) to fp16 with fp32 islands, measured on ``feed``.
+
+    ``overflow_margin``: a tensor counts as overflowing when its measured max |x| exceeds
+    ``FP16_MAX / overflow_margin`` (headroom for inputs brighter or larger than the calibration).
+    """
+    base = constants_to_initializers(copy.deepcopy(model))
+    info = analyse(base)
+    g = base.graph
+    wanted = set(info.data_tensors)
+    for node in g.node:
+        if node.op_type in _MAC_OPS:
+            wanted.update(n for n in node.input if n)
+    values = run_with_intermediates(base, feed, sorted(wanted))
+    magnitudes = {
+        k: float(np.nanmax(np.abs(v))) if v.size and np.issubdtype(v.dtype, np.floating) else 0.0
+        for k, v in values.items()
+        if k in info.data_tensors
+    }
+    shapes = {k: tuple(v.shape) for k, v in values.items()}
+    limit = FP16_MAX / overflow_margin
+    islands = _islands(base, info, magnitudes, limit, extra_islands or {})
+    half_nodes = info.data_nodes - set(islands)
+    total, half = count_macs(base, shapes, half_nodes)
+    converted, casts = _rewrite(base, info, islands, io_fp16)
+    lr = next(iter(feed.values()))
+    report = Fp16Report(
+        islands=[islands[i] for i in sorted(islands)],
+        macs_total=total,
+        macs_fp16=half,
+        mac_shape=f"{lr.shape[-2]}x{lr.shape[-1]}",
+        casts_inserted=casts,
+        io_dtype="float16" if io_fp16 else "float32",
+        max_abs_activation=max(magnitudes.values(), default=0.0),
+    )
+    return converted, report, info
+
+
+def error_gain(
+    fp32_model: onnx.ModelProto,
+    fp16_model: onnx.ModelProto,
+    info: GraphInfo,
+    feed: Mapping[str, np.ndarray],
+    feed16: Mapping[str, np.ndarray],
+    candidates: Sequence[int],
+) -> dict[int, float]:
+    """Per node: relative error of its output (fp16 graph vs fp32 graph) over the worst
+    relative error of its data inputs: how much precision the node itself loses."""
+    base = constants_to_initializers(copy.deepcopy(fp32_model))
+    g = base.graph
+    names = sorted(info.data_tensors)
+    ref = run_with_intermediates(base, feed, names)
+    got = run_with_intermediates(fp16_model, feed16, names)
+
+    def rel(name: str) -> float:
+        if name not in ref or name not in got:
+            return 0.0
+        r = ref[name].astype(np.float64)
+        o = got[name].astype(np.float64)
+        if r.shape != o.shape or not r.size:
+            return 0.0
+        scale = max(float(np.abs(r).max()), 1e-6)
+        return float(np.abs(o - r).max()) / scale
+
+    errs: dict[str, float] = defaultdict(float)
+    gains = {}
+    for idx in candidates:
+        node = g.node[idx]
+        e_in = max((rel(n) for n in node.input if n in info.data_tensors), default=0.0)
+        e_out = max((rel(n) for n in node.output if n), default=0.0)
+        errs[node.output[0]] = e_out
+        gains[idx] = e_out / max(e_in, 1e-4)
+    return gains

@@ -1,0 +1,169 @@
+"""Artifact naming, ONNX ``metadata_props`` and the manifest's TensorRT commands (contract D)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+from srdeploy.models import Descriptor
+from srdeploy.models.registry import ShapeProfile
+
+import srdeploy
+from srdeploy.sizes import Size
+
+META_PREFIX = "srdeploy."
+
+
+def artifact_stem(name: str, scale: int | float, fp16: bool = False, plugins: bool = False) -> str:
+    """``<family>[-<variant>]_x<S>[_fp16][_plugins]``, e.g. ``esc-light_x4_fp16``."""
+    s = f"{name.replace('.', '-')}_x{scale:g}"
+    if fp16:
+        s += "_fp16"
+    if plugins:
+        s += "_plugins"
+    return s
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class BatchedProfile:
+    """An optimisation profile for input ``lr``: batch and LR size at min/opt/max."""
+
+    min: tuple[int, Size]
+    opt: tuple[int, Size]
+    max: tuple[int, Size]
+
+    @classmethod
+    def from_shapes(cls, profile: ShapeProfile, max_batch: int = 1) -> BatchedProfile:
+        return cls((1, profile.min), (1, profile.opt), (max_batch, profile.max))
+
+    def shapes(self, channels: int = 3) -> dict[str, tuple[int, int, int, int]]:
+        return {k: (n, channels, s.h, s.w) for k, (n, s) in (("min", self.min), ("opt", self.opt), ("max", self.max))}
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: "x".join(str(d) for d in v) for k, v in self.shapes().items()}
+
+
+def metadata(
+    *,
+    desc: Descriptor,
+    scale: int | float,
+    hparams: Mapping[str, Any],
+    weights_sha256: str,
+    fusions: Sequence[str],
+    precision: str,
+    io_dtype: str,
+    graph: str = "sr",
+    plugins: Sequence[str] = (),
+) -> dict[str, str]:
+    """The ``metadata_props`` of every exported graph (string values)."""
+    return {
+        "srdeploy.model": desc.name,
+        "srdeploy.variant": desc.variant or "",
+        "srdeploy.scale": f"{scale:g}",
+        "srdeploy.descriptor": json.dumps(desc.as_dict(), sort_keys=True),
+        "srdeploy.hparams": json.dumps(dict(hparams), sort_keys=True, default=str),
+        "srdeploy.weights_sha256": weights_sha256,
+        "srdeploy.weights_license": desc.weights_license,
+        "srdeploy.fusions": json.dumps(list(fusions)),
+        "srdeploy.precision": precision,
+        "srdeploy.io_dtype": io_dtype,
+        "srdeploy.version": srdeploy.__version__,
+        "srdeploy.graph": graph,
+        "srdeploy.plugins": json.dumps(list(plugins)),
+    }
+
+
+def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
+    keep = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    model.producer_name = "srdeploy"
+    model.producer_version = srdeploy.__version__
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+
+
+def _shape_arg(shape: Sequence[int], sep: str = "x") -> str:
+    return sep.join(str(d) for d in shape)
+
+
+def trtexec_command(
+    onnx_file: str,
+    engine_file: str,
+    profile: BatchedProfile,
+    *,
+    input_name: str = "lr",
+    workspace_mib: int = 4096,
+    opt_level: int = 3,
+    plugin_libs: Sequence[str] = (),
+) -> str:
+    """The strongly typed ``trtexec`` build command (precision comes from the graph)."""
+    s = profile.shapes()
+    args = [
+        "trtexec",
+        f"--onnx={onnx_file}",
+        "--stronglyTyped",
+        f"--minShapes={input_name}:{_shape_arg(s['min'])}",
+        f"--optShapes={input_name}:{_shape_arg(s['opt'])}",
+        f"--maxShapes={input_name}:{_shape_arg(s['max'])}",
+        f"--memPoolSize=workspace:{workspace_mib}M",
+        f"--builderOptimizationLevel={opt_level}",
+        f"--timingCacheFile={engine_file}.timing.cache",
+        f"--saveEngine={engine_file}",
+    ]
+    args += [f"--dynamicPlugins={lib}" for lib in plugin_libs]
+    return shlex.join(args)
+
+
+def polygraphy_command(
+    onnx_file: str,
+    profile: BatchedProfile,
+    *,
+    input_name: str = "lr",
+    plugin_libs: Sequence[str] = (),
+    atol: float = 1e-3,
+    rtol: float = 1e-3,
+) -> str:
+    """``polygraphy run``: TensorRT (strongly typed) vs ONNX Runtime on the opt shape."""
+    s = profile.shapes()
+
+    def arg(shape: Sequence[int]) -> str:
+        return f"{input_name}:[{_shape_arg(shape, ',')}]"
+
+    args = [
+        "polygraphy",
+        "run",
+        onnx_file,
+        "--trt",
+        "--onnxrt",
+        "--strongly-typed",
+        "--trt-min-shapes",
+        arg(s["min"]),
+        "--trt-opt-shapes",
+        arg(s["opt"]),
+        "--trt-max-shapes",
+        arg(s["max"]),
+        "--input-shapes",
+        arg(s["opt"]),
+        "--atol",
+        f"{atol:g}",
+        "--rtol",
+        f"{rtol:g}",
+    ]
+    if plugin_libs:
+        args += ["--plugins", *plugin_libs]
+    return shlex.join(args)

@@ -1,0 +1,215 @@
+"""PyTorch -> ONNX: model preparation (weights, fusion) and ``onnx_from_torch``.
+
+The dynamo exporter (torch.onnx, ``dynamo=True``) is the default; where it cannot express a
+model with dynamic H/W (guards on sizes), ``exporter="auto"`` falls back to the TorchScript
+exporter. Either way, the validation step re-runs the graph at several sizes (one odd) and
+batch sizes, so a size that was silently baked in is caught there.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import onnx
+import torch
+from srdeploy.models import Descriptor, build, descriptor
+from srdeploy.models.fusion import fuse_model
+
+from srdeploy.errors import CheckpointError, ExportError
+
+Exporter = Literal["auto", "dynamo", "torchscript"]
+ORT_MAX_IR_VERSION = 10  # ONNX Runtime 1.31 reads IR <= 13; 10 is what every supported ORT reads
+
+
+@dataclass
+class Prepared:
+    """A model ready for export: the fused module and the unfused reference."""
+
+    name: str
+    scale: int
+    descriptor: Descriptor
+    module: torch.nn.Module  # fused, eval
+    reference: torch.nn.Module  # unfused, eval (what validation compares against)
+    fusions: list[str]
+    weights_sha256: str  # "" for seeded random weights
+    weights_path: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weights_kind(self) -> Literal["random", "real"]:
+        return "real" if self.weights_sha256 else "random"
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        hp = dict(self.descriptor.hparams)
+        hp.update(self.options)
+        return hp
+
+
+def seed_parameters(model: torch.nn.Module, seed: int) -> None:
+    """Fill every parameter with the project's seeded values (buffers keep their values)."""
+    from srdeploy.models._testing import seeded_tensor
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.is_floating_point():
+                p.copy_(seeded_tensor(name, tuple(p.shape), seed))
+
+
+def prepare(
+    name: str,
+    scale: int,
+    weights: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> Prepared:
+    """Build ``name`` at ``scale`` (real weights or seeded random ones) and fuse a copy."""
+    desc = descriptor(name)
+    desc.check_scale(scale)
+    opts = dict(options or {})
+    try:
+        model = build(name, scale, weights, **opts)
+    except CheckpointError:
+        raise
+    except RuntimeError as exc:  # a mismatched checkpoint that slipped past the loader
+        raise CheckpointError(f"cannot load {weights} into {name} x{scale}: {exc}") from exc
+    info = getattr(model, "_srdeploy_weights", None)
+    if weights is None:
+        seed_parameters(model, seed)
+    reference = copy.deepcopy(model).eval()
+    fusions = fuse_model(model)
+    model.eval()
+    return Prepared(
+        name=name,
+        scale=scale,
+        descriptor=desc,
+        module=model,
+        reference=reference,
+        fusions=fusions,
+        weights_sha256=info["sha256"] if info else "",
+        weights_path=info["path"] if info else None,
+        options=opts,
+    )
+
+
+def _dynamo_export(
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, tuple[str, int]]],
+    opset: int,
+) -> onnx.ModelProto:
+    import inspect
+
+    params = [p for p in inspect.signature(module.forward).parameters if p != "self"]
+    shapes: dict[str, Any] = {}
+    for pname, iname in zip(params, input_names, strict=False):
+        axes = dynamic_axes.get(iname, {})
+        shapes[pname] = {ax: torch.export.Dim(dim, min=lo, max=1 << 15) for ax, (dim, lo) in axes.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(
+            module,
+            example,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamo=True,
+            dynamic_shapes=shapes,
+            opset_version=opset,
+            optimize=True,
+            verbose=False,
+        )
+    if prog is None:
+        raise ExportError("torch.onnx.export returned no program")
+    return prog.model_proto
+
+
+def _torchscript_export(
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, tuple[str, int]]],
+    opset: int,
+) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    axes = {k: {ax: dim for ax, (dim, _lo) in v.items()} for k, v in dynamic_axes.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            example,
+            buf,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=axes,
+            opset_version=min(opset, 20),
+            dynamo=False,
+        )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _dims_ok(model: onnx.ModelProto, dynamic_axes: Mapping[str, Mapping[int, tuple[str, int]]]) -> bool:
+    """Whether every axis requested dynamic is symbolic in the exported graph's inputs."""
+    for inp in model.graph.input:
+        for ax in dynamic_axes.get(inp.name, {}):
+            dims = inp.type.tensor_type.shape.dim
+            if ax >= len(dims) or dims[ax].HasField("dim_value"):
+                return False
+    return True
+
+
+@dataclass(frozen=True)
+class Exported:
+    model: onnx.ModelProto
+    exporter: str
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+
+def onnx_from_torch(
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    *,
+    input_names: Sequence[str] = ("lr",),
+    output_names: Sequence[str] = ("sr",),
+    dynamic_axes: Mapping[str, Mapping[int, tuple[str, int]]] | None = None,
+    opset: int = 18,
+    exporter: Exporter = "auto",
+) -> Exported:
+    """Export ``module`` to an ONNX ``ModelProto`` (not yet written anywhere).
+
+    ``dynamic_axes``: input name -> {axis: (symbol, minimum)}; outputs follow from the graph.
+    """
+    dyn = dynamic_axes or {}
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    order: list[str] = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    last: Exception | None = None
+    for kind in order:
+        try:
+            with torch.no_grad():
+                if kind == "dynamo":
+                    proto = _dynamo_export(module, example, input_names, output_names, dyn, opset)
+                else:
+                    proto = _torchscript_export(module, example, input_names, output_names, dyn, opset)
+        except Exception as exc:  # exporter internals raise many types; we report and fall back
+            last = exc
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            notes.append(f"{kind} exporter failed: {type(exc).__name__}: {first}")
+            continue
+        if not _dims_ok(proto, dyn):
+            notes.append(f"{kind} exporter made a requested dynamic axis static")
+            last = ExportError(notes[-1])
+            continue
+        proto.ir_version = min(proto.ir_version, ORT_MAX_IR_VERSION)
+        return Exported(proto, kind, time.perf_counter() - t0, tuple(notes))
+    raise ExportError(f"ONNX export failed ({'; '.join(notes)})") from last
