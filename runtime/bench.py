@@ -46,7 +46,7 @@ class BenchConfig:
     tiling: Tiling | None = None
     threads: int | None = None
     peaks: tuple[float, float] | None = None
-    flops_size: Size = Size(256, 256)
+    flops_size: Size = field(default_factory=lambda: Size(256, 256))
     name: str | None = None
     plugin_library: str | None = None
     ssim: bool = False
@@ -169,8 +169,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                                  "data": cfg.data or f"synthetic {cfg.synthetic}",
                                  "tiling": None if cfg.tiling is None else vars(cfg.tiling)}
         if art is not None:
-            extra["artifact"] = {"stem": art.stem, "graph": art.graph, "files": {k: str(v) for k, v in art.files.items()},
-                                 "metadata": art.meta}
+            files = {k: str(v) for k, v in art.files.items()}
+            extra["artifact"] = {"stem": art.stem, "graph": art.graph, "files": files, "metadata": art.meta}
         results = build_results(
             key, res, mode=cfg.mode, scale=scale, stats=stats, predictor_info=info, clock=clock,
             memory_note=mem_note, precision=precision, random_weights=random_weights, extra=extra,

@@ -120,7 +120,9 @@ def load_sets(root: str | Path, scale: int) -> dict[str, list[Sample]]:
             if lrs is not None:
                 lr = _match_lr(hr, lrs, scale)
                 if lr is None:
-                    raise SrdeployError(f"{hr.name} in {hr_dir} has no LR image in {lr_dir} (expected {hr.stem}x{scale})")
+                    raise SrdeployError(
+                        f"{hr.name} in {hr_dir} has no LR image in {lr_dir} (expected {hr.stem}x{scale})"
+                    )
             samples.append(Sample(hr.stem, hr, lr))
         if lrs is not None and len(lrs) != len(hrs):
             raise SrdeployError(f"{lr_dir} holds {len(lrs)} images but {hr_dir} holds {len(hrs)}; pair them one to one")
