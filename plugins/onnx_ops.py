@@ -1,0 +1,102 @@
+"""Plugin-emitting replacements for the models' swappable attention/ensemble functions.
+
+``apply_plugins(model)`` walks the modules and swaps, per instance,
+
+* ``module.core`` when it is the window-attention function of contract A
+  (``window_attention(q, k, v, bias_table, *, window, bias_index, scale)``), and
+* ``module.ensemble`` when it is the CiaoSR local ensemble of contract B
+  (``local_ensemble(query, keys, values)``),
+
+for functions that emit one ``trt.plugins::SRWindowAttention`` / ``CiaoSRLocalEnsemble`` node
+during ONNX export (``torch.onnx.ops.symbolic``) and run the independent PyTorch reference of
+:mod:`srdeploy.plugins.reference` otherwise. Export the model with the default (dynamo)
+exporter after calling it; call it on a copy if the portable model is still needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .reference import BiasIndex, local_ensemble_ref, window_attention_ref
+from .spec import LOCAL_ENSEMBLE, PLUGIN_DOMAIN, WINDOW_ATTENTION, load_spec
+
+_CORE_NAMES = {"window_attention"}
+_ENSEMBLE_NAMES = {"local_ensemble"}
+
+
+def _plugin_attrs(op_type: str) -> dict[str, Any]:
+    spec = load_spec(op_type)
+    return {"plugin_version": spec.plugin_version, "plugin_namespace": spec.plugin_namespace}
+
+
+def plugin_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias_table: torch.Tensor,
+    *,
+    window: int,
+    bias_index: BiasIndex = "k-q",
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Contract-A function: one SRWindowAttention node at export, the reference otherwise."""
+    if bias_index not in ("k-q", "q-k"):
+        raise ValueError(f"bias_index must be 'k-q' or 'q-k', got {bias_index!r}")
+    if torch.onnx.is_in_onnx_export():
+        head_dim = int(q.shape[-1])
+        attrs: dict[str, Any] = {
+            "window": int(window),
+            "bias_index": bias_index,
+            # always explicit, so TensorRT, the PyOp and the reader of the graph agree
+            "scale": float(head_dim**-0.5 if scale is None else scale),
+            **_plugin_attrs(WINDOW_ATTENTION),
+        }
+        return torch.onnx.ops.symbolic(
+            f"{PLUGIN_DOMAIN}::{WINDOW_ATTENTION}",
+            [q, k, v, bias_table],
+            attrs,
+            dtype=q.dtype,
+            shape=q.shape,
+            version=1,
+        )
+    return window_attention_ref(q, k, v, bias_table, window=window, bias_index=bias_index, scale=scale)
+
+
+def plugin_local_ensemble(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Contract-B function: one CiaoSRLocalEnsemble node at export, the reference otherwise."""
+    if torch.onnx.is_in_onnx_export():
+        return torch.onnx.ops.symbolic(
+            f"{PLUGIN_DOMAIN}::{LOCAL_ENSEMBLE}",
+            [query, keys, values],
+            _plugin_attrs(LOCAL_ENSEMBLE),
+            dtype=query.dtype,
+            shape=(*query.shape[:-1], values.shape[-1]),
+            version=1,
+        )
+    return local_ensemble_ref(query, keys, values)
+
+
+def _is_function_named(obj: object, names: set[str]) -> bool:
+    return callable(obj) and not isinstance(obj, nn.Module) and getattr(obj, "__name__", None) in names
+
+
+def apply_plugins(model: nn.Module) -> list[str]:
+    """Swap every contract-A ``core`` and contract-B ``ensemble`` of ``model`` for its plugin form.
+
+    Returns the sorted plugin op types now used by the model (the value of the ONNX metadata
+    ``srdeploy.plugins``); an empty list means the model has no plugin points. Idempotent.
+    """
+    used: set[str] = set()
+    for module in model.modules():
+        core = module.__dict__.get("core")
+        if core is plugin_window_attention or _is_function_named(core, _CORE_NAMES):
+            module.core = plugin_window_attention
+            used.add(WINDOW_ATTENTION)
+        ensemble = module.__dict__.get("ensemble")
+        if ensemble is plugin_local_ensemble or _is_function_named(ensemble, _ENSEMBLE_NAMES):
+            module.ensemble = plugin_local_ensemble
+            used.add(LOCAL_ENSEMBLE)
+    return sorted(used)

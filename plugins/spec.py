@@ -1,0 +1,67 @@
+"""Plugin specs: inputs, attributes, dtypes and tolerances of each plugin, read by the tests.
+
+The specs are the JSON files next to this module (``SRWindowAttention.json``,
+``CiaoSRLocalEnsemble.json``); they are the single source for names, the ONNX domain and the
+tolerance table (units in the key names: ``max_rel`` = max|diff| / max|ref|).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from srdeploy.errors import SrdeployError
+
+PLUGIN_DOMAIN = "trt.plugins"
+WINDOW_ATTENTION = "SRWindowAttention"
+LOCAL_ENSEMBLE = "CiaoSRLocalEnsemble"
+OP_TYPES = (WINDOW_ATTENTION, LOCAL_ENSEMBLE)
+
+_HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    op_type: str
+    domain: str
+    plugin_version: str
+    plugin_namespace: str
+    inputs: tuple[dict[str, Any], ...]
+    outputs: tuple[dict[str, Any], ...]
+    attributes: dict[str, dict[str, Any]]
+    kernel: dict[str, Any]
+    tolerances: dict[str, dict[str, float]]
+    raw: dict[str, Any]
+
+    def max_rel(self, key: str) -> float:
+        """Tolerance ``max|diff|/max|ref|`` for ``key`` (``float32``, ``float16``, ``emulation_vs_...``)."""
+        try:
+            return float(self.tolerances[key]["max_rel"])
+        except KeyError:
+            raise SrdeployError(
+                f"{self.op_type}: no tolerance '{key}' in its spec; add it to plugins/{self.op_type}.json"
+            ) from None
+
+
+@cache
+def load_spec(op_type: str) -> PluginSpec:
+    """The spec of plugin ``op_type`` (one of :data:`OP_TYPES`)."""
+    path = _HERE / f"{op_type}.json"
+    if op_type not in OP_TYPES or not path.is_file():
+        raise SrdeployError(f"unknown plugin '{op_type}'; known plugins: {', '.join(OP_TYPES)}")
+    raw = json.loads(path.read_text())
+    return PluginSpec(
+        op_type=raw["op_type"],
+        domain=raw["domain"],
+        plugin_version=raw["plugin_version"],
+        plugin_namespace=raw["plugin_namespace"],
+        inputs=tuple(raw["inputs"]),
+        outputs=tuple(raw["outputs"]),
+        attributes=dict(raw["attributes"]),
+        kernel=dict(raw["kernel"]),
+        tolerances=dict(raw["tolerances"]),
+        raw=raw,
+    )
