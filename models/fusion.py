@@ -18,7 +18,8 @@ def _fuse_children(module: torch.nn.Module, applied: list[str], prefix: str) -> 
         path = f"{prefix}{name}"
         _fuse_children(child, applied, path + ".")
         fuse = getattr(child, "fuse", None)
-        if callable(fuse):
+        # a submodule that happens to be named ``fuse`` (EFDN's 1x1 conv) is not the protocol
+        if callable(fuse) and not isinstance(fuse, torch.nn.Module):
             replacement = fuse()
             applied.append(f"{type(child).__name__}@{path}")
             if replacement is not None:
@@ -33,7 +34,7 @@ def fuse_model(model: torch.nn.Module) -> list[str]:
     applied: list[str] = []
     _fuse_children(model, applied, "")
     top = getattr(model, "fuse", None)
-    if callable(top):
+    if callable(top) and not isinstance(top, torch.nn.Module):
         if top() is not None:
             raise TypeError("a top-level model's fuse() must work in place and return None")
         applied.append(f"{type(model).__name__}@<root>")
