@@ -303,3 +303,48 @@ def test_wrong_variant_names_the_keys(tmp_path: Path) -> None:
         _load("a2n", 2, path)
     msg = str(err.value)
     assert "mis-shaped" in msg and "AAB_trunk.0.non_attention.weight (40, 40, 1, 1) vs (40, 40, 3, 3)" in msg
+
+
+# --- golden: the released weights (all rights reserved: never bundled) -------------------------
+
+
+@pytest.mark.slow
+def test_released_x2_weights_golden(data_dir: Path) -> None:
+    """Runs where `sr-weights fetch a2n_x2` has put the authors' file into the cache.
+
+    Baboon, 96x96 LR crop (PIL bicubic downscale): the released x2 network must beat bicubic
+    clearly, feeding it [0,1] instead of 0-255 must not, and float32 fusion stays within 1e-5.
+    """
+    import copy
+
+    import numpy as np
+    from PIL import Image
+    from srdeploy.weights import Store, find_entry
+
+    entry = find_entry("official", "a2n", 2)
+    path = Store(offline=True).path(entry)
+    if not path.is_file():
+        pytest.skip("the A2N weights are all rights reserved and not bundled; run `sr-weights fetch a2n_x2`")
+    model = models.build("a2n", 2, weights=path)
+    hr = np.asarray(Image.open(data_dir / "baboon.png").convert("RGB"))[:192, :192]
+    lr = np.asarray(Image.fromarray(hr).resize((96, 96), Image.BICUBIC))
+    bicubic = np.asarray(Image.fromarray(lr).resize((192, 192), Image.BICUBIC))
+    x = torch.from_numpy(lr.copy()).permute(2, 0, 1)[None].float() / 255.0
+    with torch.no_grad():
+        y = model(x)
+        wrong = model(x / 255.0) * 255.0  # the body fed [0,1]: the classic range bug
+    fused = copy.deepcopy(model)
+    fuse_model(fused)
+    with torch.no_grad():
+        assert rel_max_err(fused(x), y) <= 1e-5
+
+    def psnr(out: np.ndarray) -> float:
+        d = out[2:-2, 2:-2].astype(np.float64) - hr[2:-2, 2:-2].astype(np.float64)
+        return float(10 * np.log10(255.0**2 / np.mean(d**2)))
+
+    def to_u8(t: torch.Tensor) -> np.ndarray:
+        return (t[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0).round()
+
+    gain = psnr(to_u8(y)) - psnr(bicubic)
+    assert gain >= 0.8, f"A2N x2 is only {gain:.2f} dB above bicubic"
+    assert psnr(to_u8(wrong)) < psnr(bicubic)
