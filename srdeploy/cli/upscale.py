@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srdeploy.errors import InputImageError, SrdeployError, cli_errors
+from srdeploy.errors import InputImageError, ShapeError, SrdeployError, cli_errors
 from srdeploy.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, read_image, resize_plane, write_image
 from srdeploy.tiling import Tiling, tiled_apply
 
@@ -123,25 +123,40 @@ def torch_predict(model) -> Predict:
     return predict
 
 
+def min_size_guard(predict: Predict, model_name: str, min_size: int) -> Predict:
+    """Refuse inputs (or tiles) smaller than the model's minimum with a one-line error."""
+
+    def guarded(batch: np.ndarray) -> np.ndarray:
+        h, w = batch.shape[-2:]
+        if h < min_size or w < min_size:
+            raise ShapeError(
+                f"input {h}x{w} is smaller than {model_name}'s minimum {min_size}x{min_size}; "
+                "enlarge the image first or use another model"
+            )
+        return predict(batch)
+
+    return guarded
+
+
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     inputs = _check_inputs(args.inputs)
-    outdir = Path(args.output)
-    _check_outdir(outdir)
     try:
         from srdeploy import models
     except ImportError as exc:
         raise SrdeployError(f"--model needs PyTorch ({exc}); pip install 'srdeploy[torch]'") from exc
+    # validate everything cheap before touching the output directory
     desc = models.descriptor(args.model)
     desc.check_scale(args.scale)
     tiling = resolve_tiling(args, desc.default_tiling)
     if tiling is not None and tiling.tile < desc.min_size:
         raise SrdeployError(f"--tile {tiling.tile} is below {args.model}'s minimum input size {desc.min_size}")
     model = models.build(args.model, args.scale, args.weights)
-    written = upscale_files(
-        torch_predict(model), args.scale, inputs, outdir, tiling, args.alpha, args.max_pixels, args.suffix
-    )
+    outdir = Path(args.output)
+    _check_outdir(outdir)
+    predict = min_size_guard(torch_predict(model), args.model, desc.min_size)
+    written = upscale_files(predict, args.scale, inputs, outdir, tiling, args.alpha, args.max_pixels, args.suffix)
     for w in written:
         print(w)
     return 0
