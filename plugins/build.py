@@ -127,6 +127,17 @@ def library(build_dir: Path, name: str) -> Path:
     return path
 
 
+def trtexec_plugin_flags(library: str | Path = "libsrdeploy_plugins.so") -> list[str]:
+    """trtexec flags that load the getCreators variant (for manifests' trtexec commands).
+
+    ``--dynamicPlugins`` takes the getCreators library only, never the ``_static`` variant.
+    """
+    name = Path(library).name
+    if name.startswith("libsrdeploy_plugins_static"):
+        raise BackendError(f"{name} is the static-registration variant; trtexec needs libsrdeploy_plugins.so")
+    return [f"--dynamicPlugins={library}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m srdeploy.plugins.build", description=__doc__.split("\n")[0])
     ap.add_argument("build_dir", nargs="?", default=str(REPO_ROOT / "build" / "plugins"))

@@ -67,9 +67,67 @@ def test_host_logic_under_valgrind(native_build: Path) -> None:
     if valgrind is None:
         pytest.skip("valgrind is not installed")
     proc = subprocess.run(
-        [valgrind, "--error-exitcode=9", "--leak-check=full", "--errors-for-leak-kinds=definite", "-q",
-         str(native_build / "test_plugin_host")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            valgrind,
+            "--error-exitcode=9",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "-q",
+            str(native_build / "test_plugin_host"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert " passed, 0 failed" in proc.stdout
+
+
+def test_ctypes_entry_points_refuse_bad_arguments_without_a_gpu(native_build: Path) -> None:
+    """The GPU harness's ctypes signatures resolve; invalid dims are refused before any launch."""
+    import ctypes
+
+    kernels = ctypes.CDLL(str(build.library(native_build, "kernels")))
+    fn = kernels.srdeploy_window_attention
+    fn.restype = ctypes.c_int32
+    fn.argtypes = [
+        ctypes.c_int32,
+        *[ctypes.c_void_p] * 4,
+        ctypes.c_int32,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int32,
+        ctypes.c_int32,
+        ctypes.c_int32,
+        ctypes.c_float,
+        ctypes.c_int32,
+        ctypes.c_void_p,
+    ]
+    assert fn(0, None, None, None, None, 0, None, 1, 1, 12, 16, 0.25, 0, None) == -2  # kSrBadWindow
+    assert fn(0, None, None, None, None, 0, None, 1, 1, 8, 24, 0.25, 0, None) == -3  # kSrBadHeadDim
+    assert fn(0, None, None, None, None, 0, None, 1, 1, 8, 16, -1.0, 0, None) == -5  # kSrBadScale
+    assert fn(0, None, None, None, None, 0, None, 1, 1, 8, 16, 0.25, 0, None) == -6  # kSrNullPointer
+    assert fn(2, None, None, None, None, 0, None, 1, 1, 8, 16, 0.25, 0, None) == -1  # kSrBadDType
+    le = kernels.srdeploy_local_ensemble
+    le.restype = ctypes.c_int32
+    le.argtypes = [
+        ctypes.c_int32,
+        *[ctypes.c_void_p] * 4,
+        ctypes.c_int64,
+        ctypes.c_int32,
+        ctypes.c_int32,
+        ctypes.c_void_p,
+    ]
+    assert le(0, None, None, None, None, 5, 0, 3, None) == -4  # kSrBadShape
+    assert le(0, None, None, None, None, 0, 4, 3, None) == 0  # nothing to do
+    harness = ctypes.CDLL(str(build.library(native_build, "harness")))
+    h = harness.srdeploy_harness_window_attention
+    h.restype = ctypes.c_int32
+    h.argtypes = fn.argtypes
+    assert h(0, None, None, None, None, 0, None, 1, 1, 12, 16, 0.25, 0, None) == -101  # creator refuses window 12
+
+
+def test_trtexec_flags_name_the_getcreators_variant() -> None:
+    assert build.trtexec_plugin_flags("/x/libsrdeploy_plugins.so") == ["--dynamicPlugins=/x/libsrdeploy_plugins.so"]
+    with pytest.raises(Exception, match="static-registration"):
+        build.trtexec_plugin_flags("libsrdeploy_plugins_static.so")
