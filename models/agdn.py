@@ -334,6 +334,8 @@ class AGDN(nn.Module):
     Input RGB (N, 3, H, W) in [0, 1], H, W >= 15; output (N, 3, sH, sW) in [0, 1], unclamped.
     """
 
+    mean: torch.Tensor  # the authors' RGB mean shift: a constant, not a state-dict entry
+
     def __init__(self, scale: int, channels: int = 42, blocks: int = 7, tlc_window: int | None = 48) -> None:
         super().__init__()
         self.scale = scale
