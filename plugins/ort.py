@@ -97,21 +97,43 @@ def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == PLUGIN_DOMAIN and n.op_type in OP_TYPES]
 
 
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+def _recorded_types(model: onnx.ModelProto) -> dict[str, int]:
     # non-strict inference skips the custom-domain nodes and types everything around them
-    inferred = onnx.shape_inference.infer_shapes(model)
+    g = onnx.shape_inference.infer_shapes(model).graph
     types: dict[str, int] = {}
-    g = inferred.graph
     for vi in [*g.input, *g.value_info, *g.output]:
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
             types[vi.name] = vi.type.tensor_type.elem_type
     for init in g.initializer:
         types[init.name] = init.data_type
-    for node in g.node:  # Constant nodes
+    for node in g.node:
         if node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value":
                     types[node.output[0]] = a.t.data_type
+    return types
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element types of the graph's tensors, propagated through the plugin nodes.
+
+    ONNX shape inference stops at nodes without a schema, so everything downstream of a plugin
+    would be untyped; a plugin's output has its first input's type, so declare that and infer
+    again until nothing changes.
+    """
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    nodes = plugin_nodes(probe)
+    for _ in range(len(nodes) + 1):
+        types = _recorded_types(probe)
+        added = False
+        for node in nodes:
+            out, first = node.output[0], node.input[0]
+            if out not in types and first in types:
+                probe.graph.value_info.append(helper.make_tensor_value_info(out, types[first], None))
+                added = True
+        if not added:
+            return types
     return types
 
 

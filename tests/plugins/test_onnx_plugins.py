@@ -165,7 +165,8 @@ _RAW_SESSION = textwrap.dedent(
 
 def test_fp16_plugin_graph_cast_wrapped_in_a_subprocess(tmp_path: Path) -> None:
     torch.manual_seed(3)
-    model = TinyWindowAttention().eval()
+    # two chained plugin nodes: the second one's input type is only known through the first
+    model = nn.Sequential(TinyWindowAttention(), nn.GELU(), TinyWindowAttention()).eval()
     x = torch.randn(2, 64, 32)
     with torch.no_grad():
         ref = model(x).numpy()
@@ -173,15 +174,17 @@ def test_fp16_plugin_graph_cast_wrapped_in_a_subprocess(tmp_path: Path) -> None:
     apply_plugins(half)
     path = tmp_path / "wa_fp16.onnx"
     m = _export(half, (x.half(),), path, (["x"], ["y"]))
+    del m.graph.value_info[:]  # as after graph passes that drop it: types must flow through the plugins
+    onnx.save(m, str(path))
     wrapped, count = cast_wrap_plugins(m)
-    assert count == 1
-    assert sum(n.op_type == "Cast" for n in wrapped.graph.node) >= sum(n.op_type == "Cast" for n in m.graph.node) + 5
+    assert count == 2
+    assert sum(n.op_type == "Cast" for n in wrapped.graph.node) >= sum(n.op_type == "Cast" for n in m.graph.node) + 10
     # unwrapped, the PyOp aborts the process on fp16: that is why validation goes through a child
     raw = subprocess.run([sys.executable, "-c", _RAW_SESSION, str(path)], capture_output=True, timeout=300)
     assert raw.returncode != 0
     out = run_isolated(path, {"x": x.half().numpy()})["y"]
     assert out.dtype == np.float16
-    assert _rel(out, ref) <= 2e-3 * 5  # fp16 I/O and fp16 qkv projection on top of the op's 2e-3
+    assert _rel(out, ref) <= 1e-2  # fp16 weights, projections and I/O around the ops (op itself: 2e-3)
 
 
 @pytest.mark.slow
