@@ -8,12 +8,16 @@ onnxruntime):
   plugin-emitting ones before ``torch.onnx.export`` (needs torch).
 * ``ort_session(model_path_or_bytes, **session_kwargs)``: an ONNX Runtime CPU session that runs
   plugin graphs through PyOp reference kernels (needs onnxruntime + onnxruntime-extensions).
+* ``library_path(variant="plugins") -> Path``: where the TensorRT plugin library is (or will be,
+  once built with ``python -m srdeploy.plugins.build``); ``$SRDEPLOY_PLUGIN_LIBRARY`` overrides.
 
 See docs/plugins.md.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from .spec import LOCAL_ENSEMBLE, OP_TYPES, PLUGIN_DOMAIN, WINDOW_ATTENTION, load_spec
@@ -24,6 +28,7 @@ __all__ = [
     "PLUGIN_DOMAIN",
     "WINDOW_ATTENTION",
     "apply_plugins",
+    "library_path",
     "load_spec",
     "ort_session",
 ]
@@ -41,3 +46,21 @@ def ort_session(model_path_or_bytes: Any, **session_kwargs: Any) -> Any:
     from .ort import ort_session as _session
 
     return _session(model_path_or_bytes, **session_kwargs)
+
+
+def library_path(variant: str = "plugins") -> Path:
+    """Path of a plugin library variant (not checked for existence).
+
+    ``plugins`` (default): libsrdeploy_plugins.so, the getCreators variant for trtexec
+    ``--dynamicPlugins``, ``registry.load_library()`` and engine builds; ``plugins_static``: the
+    dlopen/ORT-TensorRT-EP variant. ``$SRDEPLOY_PLUGIN_LIBRARY`` overrides the default variant's
+    path; otherwise the file is looked up in ``$SRDEPLOY_PLUGIN_BUILD_DIR`` or build/plugins.
+    """
+    from .build import LIBRARIES, REPO_ROOT
+
+    if variant not in LIBRARIES:
+        raise ValueError(f"unknown plugin library variant {variant!r}; one of {', '.join(LIBRARIES)}")
+    if variant == "plugins" and os.environ.get("SRDEPLOY_PLUGIN_LIBRARY"):
+        return Path(os.environ["SRDEPLOY_PLUGIN_LIBRARY"])
+    build_dir = Path(os.environ.get("SRDEPLOY_PLUGIN_BUILD_DIR", REPO_ROOT / "build" / "plugins"))
+    return build_dir / LIBRARIES[variant]

@@ -131,3 +131,14 @@ def test_trtexec_flags_name_the_getcreators_variant() -> None:
     assert build.trtexec_plugin_flags("/x/libsrdeploy_plugins.so") == ["--dynamicPlugins=/x/libsrdeploy_plugins.so"]
     with pytest.raises(Exception, match="static-registration"):
         build.trtexec_plugin_flags("libsrdeploy_plugins_static.so")
+
+
+def test_library_path_points_at_the_built_getcreators_variant(native_build: Path, monkeypatch) -> None:
+    from srdeploy.plugins import library_path
+
+    monkeypatch.delenv("SRDEPLOY_PLUGIN_LIBRARY", raising=False)
+    monkeypatch.setenv("SRDEPLOY_PLUGIN_BUILD_DIR", str(native_build))
+    assert library_path() == build.library(native_build, "plugins")
+    assert library_path("plugins_static") == build.library(native_build, "plugins_static")
+    monkeypatch.setenv("SRDEPLOY_PLUGIN_LIBRARY", "/opt/x/libsrdeploy_plugins.so")
+    assert library_path() == Path("/opt/x/libsrdeploy_plugins.so")
