@@ -262,7 +262,10 @@ class CiaoSR(nn.Module):
         h, w = int(lr.shape[-2]), int(lr.shape[-1])
         min_size = 5 if self.backbone == "swinir" else 2
         if min(h, w) < min_size:
-            raise ShapeError(f"CiaoSR ({self.backbone}) needs LR inputs of at least {min_size}x{min_size}, got {h}x{w}")
+            raise ShapeError(
+                f"CiaoSR ({self.backbone}) needs LR inputs of at least {min_size}x{min_size}, got {h}x{w}; "
+                "use a larger image or tile"
+            )
         if out_size is None:
             out_size = hr_size(h, w, float(self.scale if scale is None else scale))
         elif scale is not None:
