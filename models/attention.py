@@ -1,0 +1,106 @@
+"""The window-attention core: ONE named, replaceable function (cross-team contract A).
+
+``window_attention(q, k, v, bias_table, *, window, bias_index="k-q", scale=None)``
+
+* ``q``, ``k``, ``v``: ``(B*nW, heads, N, d)`` with ``N = window * window``; the tokens of a window
+  are laid out row-major (token ``t`` sits at row ``t // window``, column ``t % window``).
+* ``bias_table``: the COMPACT relative-position table ``(heads, (2*window-1)**2)`` exactly as the
+  checkpoints store it. Callers never expand it; this function gathers the ``(heads, N, N)`` bias
+  from it with two small index tensors (``window x window`` each), so an exported graph carries
+  no expanded ``(heads, 1024, 1024)`` constant per layer, only the compact table (15,876 floats for
+  ESC) and two 1,024-entry index constants.
+* returns ``softmax(scale * q @ k^T + bias) @ v`` of shape ``(B*nW, heads, N, d)``; ``scale``
+  defaults to ``d ** -0.5``.
+
+Bias for query ``(qy, qx)`` and key ``(ky, kx)``, with ``w = window`` and ``R = 2*w - 1``:
+
+* ``"k-q"`` (ESC): ``table[h, (ky - qy + w - 1) * R + (kx - qx + w - 1)]``
+* ``"q-k"`` (ASID, Swin): ``table[h, (qy - ky + w - 1) * R + (qx - kx + w - 1)]``
+
+The implementation is plain matmul / softmax / matmul so that it exports to standard ONNX ops;
+plugin paths replace it per module instance (ESC's attention stores it in ``self.core``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import torch
+
+BiasIndex = Literal["k-q", "q-k"]
+
+__all__ = ["AttentionCore", "BiasIndex", "expand_bias", "window_attention"]
+
+
+class AttentionCore(Protocol):
+    """The signature every replacement of :func:`window_attention` must have."""
+
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias_table: torch.Tensor,
+        *,
+        window: int,
+        bias_index: BiasIndex = "k-q",
+        scale: float | None = None,
+    ) -> torch.Tensor: ...
+
+
+def _axis_index(window: int, bias_index: BiasIndex, device: torch.device) -> torch.Tensor:
+    """``(window, window)`` table of the 1-D relative offset (shifted to >= 0) for (query, key)."""
+    pos = torch.arange(window, device=device)
+    if bias_index == "k-q":
+        rel = pos[None, :] - pos[:, None]  # [query, key] = key - query
+    elif bias_index == "q-k":
+        rel = pos[:, None] - pos[None, :]
+    else:
+        raise ValueError(f"bias_index must be 'k-q' or 'q-k', got {bias_index!r}")
+    return rel + (window - 1)
+
+
+def expand_bias(bias_table: torch.Tensor, window: int, bias_index: BiasIndex = "k-q") -> torch.Tensor:
+    """The ``(heads, N, N)`` bias (query rows, key columns) gathered from the compact table.
+
+    Two gathers with ``(window, window)`` indices instead of one with an ``N*N`` index: the table is
+    viewed as ``(heads, R, R)`` (row offset, column offset); gathering the row offsets gives
+    ``(heads, qy, ky, R)``, gathering the column offsets gives ``(heads, qy, ky, qx, kx)``, which a
+    permute turns into ``(heads, qy*w + qx, ky*w + kx)``. Values are copied exactly.
+    """
+    heads, entries = bias_table.shape
+    span = 2 * window - 1
+    if entries != span * span:
+        raise ValueError(
+            f"bias_table has {entries} entries per head but window {window} needs {span * span}; "
+            "pass the compact (heads, (2*window-1)**2) table of the same window"
+        )
+    idx = _axis_index(window, bias_index, bias_table.device)
+    table = bias_table.reshape(heads, span, span)
+    rows = table[:, idx]  # (heads, qy, ky, R)
+    full = rows[..., idx]  # (heads, qy, ky, qx, kx)
+    n = window * window
+    return full.permute(0, 1, 3, 2, 4).reshape(heads, n, n)
+
+
+def window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias_table: torch.Tensor,
+    *,
+    window: int,
+    bias_index: BiasIndex = "k-q",
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Multi-head attention inside windows with a relative position bias (see the module doc)."""
+    n, d = q.shape[-2], q.shape[-1]
+    if n != window * window:
+        raise ValueError(f"q has {n} tokens per window but window {window} needs {window * window}")
+    if bias_table.shape[0] != q.shape[1]:
+        raise ValueError(f"bias_table has {bias_table.shape[0]} heads but q has {q.shape[1]}")
+    if scale is None:
+        scale = d**-0.5
+    bias = expand_bias(bias_table, window, bias_index).to(q.dtype)
+    score = (q @ k.transpose(-2, -1)) * scale + bias
+    return torch.softmax(score, dim=-1) @ v
