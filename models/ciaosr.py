@@ -348,7 +348,9 @@ _LICENSE = "CC BY-NC 4.0"
 _TILING = Tiling(192, 32, "average")  # the authors' clip_test (test scale <= 4)
 
 
-def _descriptor(variant: str | None, backbone: str, feat_dim: int, min_size: int, multiple: int) -> Descriptor:
+def _descriptor(
+    variant: str | None, backbone: str, feat_dim: int, min_size: int, multiple: int, heavy: bool = False
+) -> Descriptor:
     return Descriptor(
         name="ciaosr" if variant is None else f"ciaosr.{variant}",
         family="ciaosr",
@@ -375,6 +377,8 @@ def _descriptor(variant: str | None, backbone: str, feat_dim: int, min_size: int
             "mlp_hidden": list(MLP_HIDDEN),
             "eval_bsize": DEFAULT_CHUNK,
             "rgb_mean": list(RGB_MEAN),
+            # the generic every-model CPU test skips these; tests/models/test_ciaosr.py covers them (slow)
+            "heavy": heavy,
         },
         source=_SOURCE,
     )
@@ -395,14 +399,14 @@ def build_ciaosr(scale: int, *, chunk: int = DEFAULT_CHUNK) -> CiaoSR:
     return CiaoSR("edsr", int(scale), chunk)
 
 
-@register(_descriptor("rdn", "rdn", 64, min_size=2, multiple=2))
+@register(_descriptor("rdn", "rdn", 64, min_size=2, multiple=2, heavy=True))
 def build_ciaosr_rdn(scale: int, *, chunk: int = DEFAULT_CHUNK) -> CiaoSR:
     """CiaoSR with the RDN encoder (23,402,566 parameters)."""
     _check_build_scale("ciaosr.rdn", scale)
     return CiaoSR("rdn", int(scale), chunk)
 
 
-@register(_descriptor("swinir", "swinir", 180, min_size=5, multiple=8))
+@register(_descriptor("swinir", "swinir", 180, min_size=5, multiple=8, heavy=True))
 def build_ciaosr_swinir(scale: int, *, chunk: int = DEFAULT_CHUNK) -> CiaoSR:
     """CiaoSR with the SwinIR encoder (14,667,218 parameters)."""
     _check_build_scale("ciaosr.swinir", scale)
