@@ -133,9 +133,7 @@ class FusedA2B(nn.Module):
         self.conv_last = block.conv_last
         self.ADM = block.ADM
         self.attention = _GateOnly(block.attention)
-        self.branch_conv = nn.Conv2d(
-            2 * nf, nf, 3, padding=1, bias=False, device=kernel.device, dtype=kernel.dtype
-        )
+        self.branch_conv = nn.Conv2d(2 * nf, nf, 3, padding=1, bias=False, device=kernel.device, dtype=kernel.dtype)
         self.branch_conv.weight.copy_(kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +163,7 @@ class A2N(nn.Module):
             self.HRconv2 = nn.Conv2d(_UNF, _UNF, 3, padding=1)
         self.conv_last = nn.Conv2d(_UNF, 3, 3, padding=1)
 
-    def _upsample(self, fea: torch.Tensor, factor: int, up: nn.Module, att: nn.Module, hr: nn.Module):
+    def _upsample(self, fea: torch.Tensor, factor: int, up: nn.Module, att: nn.Module, hr: nn.Module) -> torch.Tensor:
         fea = up(F.interpolate(fea, scale_factor=factor, mode="nearest"))
         fea = F.leaky_relu(att(fea), _SLOPE)
         return F.leaky_relu(hr(fea), _SLOPE)
@@ -182,35 +180,46 @@ class A2N(nn.Module):
         return self.conv_last(fea) / _RGB_RANGE + skip
 
 
-_COMMON = dict(
-    family="a2n",
-    scales=(2, 3, 4),
-    input_range="0-255",
-    size_multiple=1,
-    # Every op is size-agnostic: "same"-padded convolutions, global average pooling, nearest and
-    # bilinear resizes by integer factors; a 1x1 LR input works (tested).
-    min_size=1,
-    # Whole image by default: activations are 40 channels at LR and 24 at HR, so a 720p output
-    # needs well under 1 GB; use --tile for very large inputs (the per-block GAP makes tiled
-    # output close to, not equal to, whole-image output).
-    default_tiling=None,
-    trt_profile=ShapeProfile(min=Size(16, 16), opt=Size(180, 320), max=Size(720, 1280)),
-    fp16=True,
-    needs_fusion=True,
-    weights_license="all rights reserved (no licence file; download only from the author)",
-    paper="Attention in Attention Network for Image Super-Resolution (Chen, Gu, Zhang; arXiv 2104.09497)",
-    source="haoyuc/A2N@210b38c",
-)
-_HPARAMS = {"nf": _NF, "unf": _UNF, "nb": _NB, "reduction": _REDUCTION, "K": _K, "temperature": _TEMPERATURE}
+def _descriptor(name: str, variant: str | None, non_attention_kernel: int) -> Descriptor:
+    return Descriptor(
+        name=name,
+        family="a2n",
+        variant=variant,
+        scales=(2, 3, 4),
+        input_range="0-255",
+        size_multiple=1,
+        # Every op is size-agnostic: "same"-padded convolutions, global average pooling, nearest and
+        # bilinear resizes by integer factors; a 1x1 LR input works (tested).
+        min_size=1,
+        # Whole image by default: activations are 40 channels at LR and 24 at HR, so a 720p output
+        # needs well under 1 GB; use --tile for very large inputs (the per-block GAP makes tiled
+        # output close to, not equal to, whole-image output).
+        default_tiling=None,
+        trt_profile=ShapeProfile(min=Size(16, 16), opt=Size(180, 320), max=Size(720, 1280)),
+        fp16=True,
+        needs_fusion=True,
+        weights_license="all rights reserved (no licence file; download only from the author)",
+        paper="Attention in Attention Network for Image Super-Resolution (Chen, Gu, Zhang; arXiv 2104.09497)",
+        hparams={
+            "nf": _NF,
+            "unf": _UNF,
+            "nb": _NB,
+            "reduction": _REDUCTION,
+            "K": _K,
+            "temperature": _TEMPERATURE,
+            "non_attention_kernel": non_attention_kernel,
+        },
+        source="haoyuc/A2N@210b38c",
+    )
 
 
-@register(Descriptor(name="a2n", variant=None, hparams={**_HPARAMS, "non_attention_kernel": 3}, **_COMMON))
+@register(_descriptor("a2n", None, 3))
 def build_a2n(scale: int) -> A2N:
     """A2N: 3x3 non-attention branch (the released checkpoints)."""
     return A2N(scale, non_attention_kernel=3)
 
 
-@register(Descriptor(name="a2n.m", variant="m", hparams={**_HPARAMS, "non_attention_kernel": 1}, **_COMMON))
+@register(_descriptor("a2n.m", "m", 1))
 def build_a2n_m(scale: int) -> A2N:
     """A2N-M: 1x1 non-attention branch (fewer parameters; no weights released)."""
     return A2N(scale, non_attention_kernel=1)
