@@ -123,6 +123,8 @@ def shift_mask(h: int, w: int, ws: int, shift: int, device: torch.device | None 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside ws x ws windows with SwinIR's relative position bias."""
 
+    relative_position_index: torch.Tensor
+
     def __init__(self, dim: int, window: int, heads: int) -> None:
         super().__init__()
         self.window = window

@@ -109,6 +109,10 @@ class CrossScaleAttention(nn.Module):
     Memory is quadratic in the LR area (an (L, H*W) score matrix): keep LR tiles at 192.
     """
 
+    escape_NaN: torch.Tensor
+    patch_small: torch.Tensor
+    patch_big: torch.Tensor
+
     def __init__(self, channels: int, reduction: int = 2, ksize: int = 3, scale: int = 2, softmax_scale: float = 10.0):
         super().__init__()
         self.ksize = ksize
@@ -157,6 +161,9 @@ class CiaoSR(nn.Module):
     ``scale`` is the scale ``forward`` decodes at; ``chunk`` is the number of queries per decoder
     call (the authors' ``eval_bsize``), bounding decoder memory.
     """
+
+    unfold_weight: torch.Tensor
+    rgb_mean: torch.Tensor
 
     def __init__(self, backbone: str = "edsr", scale: int = 4, chunk: int = DEFAULT_CHUNK) -> None:
         super().__init__()
