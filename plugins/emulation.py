@@ -9,8 +9,9 @@ tiles of ``key_tile`` = 64 in order; per tile s = fma(q.k, scale*log2e, table*lo
 m' = max(m, max_tile s), alpha = exp2(m - m'), l = l*alpha + sum exp2(s - m'),
 o = o*alpha + exp2(s - m') @ v; out = o / l. The fp16 kernel computes q.k from fp16 inputs with
 fp32 accumulation and rounds P to fp16 before the P.V product (l is summed from fp32 P).
-Within one tile numpy sums in its own order; the kernel's order differs only below fp32
-rounding, which the tolerances cover.
+Within one tile numpy sums in its own order, and np.exp2 stands for the kernels' MUFU
+``ex2.approx.ftz`` (relative error <= 2^-22); both differ only at fp32 rounding level, which the
+tolerances cover.
 
 Local ensemble: lane-strided fp32 accumulation (lane l takes channels l, l+32, ...), then an xor
 butterfly over offsets 16, 8, 4, 2, 1, softmax over 4 with exp, and the blend

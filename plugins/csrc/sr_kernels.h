@@ -26,6 +26,7 @@ enum SrStatus : int32_t
     kSrBadShape = -4,
     kSrBadScale = -5,
     kSrNullPointer = -6,
+    kSrMisaligned = -7, //!< q, k, v, out must be 16-byte aligned (TensorRT and cudaMalloc give 256)
 };
 
 // Tile sizes shared by both window-attention kernels (and by the CPU emulation in

@@ -24,6 +24,15 @@ namespace
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int32_t kTile = kWinAttnTile;
 
+// One MUFU.EX2 (max rel. error 2^-22, flushes denormals, exp2(-inf) = 0): the SFU op the
+// softmax is bound by; plain exp2f adds range-fixing instructions around it.
+__device__ __forceinline__ float fastExp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 __device__ __forceinline__ float loadTable(void const* table, bool tableHalf, int64_t i)
 {
     return tableHalf ? __half2float(static_cast<__half const*>(table)[i]) : static_cast<float const*>(table)[i];
@@ -117,7 +126,7 @@ __global__ void __launch_bounds__(kTile) windowAttentionF32(float const* __restr
             tileMax = fmaxf(tileMax, s[j]);
         }
         float const mNew = fmaxf(m, tileMax);
-        float const alpha = exp2f(m - mNew);
+        float const alpha = fastExp2(m - mNew);
         l *= alpha;
 #pragma unroll
         for (int32_t c = 0; c < D; ++c)
@@ -127,7 +136,7 @@ __global__ void __launch_bounds__(kTile) windowAttentionF32(float const* __restr
 #pragma unroll 8
         for (int32_t j = 0; j < kTile; ++j)
         {
-            float const p = exp2f(s[j] - mNew);
+            float const p = fastExp2(s[j] - mNew);
             l += p;
 #pragma unroll
             for (int32_t c = 0; c < D; ++c)
@@ -300,8 +309,8 @@ __global__ void __launch_bounds__(128) windowAttentionF16(__half const* __restri
         }
         float const mNewLo = fmaxf(mLo, tmLo);
         float const mNewHi = fmaxf(mHi, tmHi);
-        float const alphaLo = exp2f(mLo - mNewLo);
-        float const alphaHi = exp2f(mHi - mNewHi);
+        float const alphaLo = fastExp2(mLo - mNewLo);
+        float const alphaHi = fastExp2(mHi - mNewHi);
         mLo = mNewLo;
         mHi = mNewHi;
         lLo *= alphaLo;
@@ -317,10 +326,10 @@ __global__ void __launch_bounds__(128) windowAttentionF16(__half const* __restri
 #pragma unroll
         for (int32_t nt = 0; nt < kKeyTiles; ++nt)
         {
-            s[nt][0] = exp2f(s[nt][0] - mNewLo);
-            s[nt][1] = exp2f(s[nt][1] - mNewLo);
-            s[nt][2] = exp2f(s[nt][2] - mNewHi);
-            s[nt][3] = exp2f(s[nt][3] - mNewHi);
+            s[nt][0] = fastExp2(s[nt][0] - mNewLo);
+            s[nt][1] = fastExp2(s[nt][1] - mNewLo);
+            s[nt][2] = fastExp2(s[nt][2] - mNewHi);
+            s[nt][3] = fastExp2(s[nt][3] - mNewHi);
             lLo += s[nt][0] + s[nt][1];
             lHi += s[nt][2] + s[nt][3];
         }
@@ -441,6 +450,12 @@ int32_t launchWindowAttention(cudaStream_t stream, SrDType io, void const* q, vo
     if (q == nullptr || k == nullptr || v == nullptr || table == nullptr || out == nullptr)
     {
         return kSrNullPointer;
+    }
+    // the fp16 kernel moves K/V in 16-byte vectors and Q/O in 4-byte pairs
+    auto const misaligned = [](void const* p) { return (reinterpret_cast<uintptr_t>(p) & 15U) != 0; };
+    if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(out))
+    {
+        return kSrMisaligned;
     }
     bool const tableHalf = tableType == SrDType::kFloat16;
     int32_t const sign = biasQMinusK != 0 ? -1 : 1;

@@ -108,6 +108,8 @@ def test_ctypes_entry_points_refuse_bad_arguments_without_a_gpu(native_build: Pa
     assert fn(0, None, None, None, None, 0, None, 1, 1, 8, 16, -1.0, 0, None) == -5  # kSrBadScale
     assert fn(0, None, None, None, None, 0, None, 1, 1, 8, 16, 0.25, 0, None) == -6  # kSrNullPointer
     assert fn(2, None, None, None, None, 0, None, 1, 1, 8, 16, 0.25, 0, None) == -1  # kSrBadDType
+    odd, ok = 0x1008, 0x2000  # never dereferenced: alignment is checked before any launch
+    assert fn(1, ok, odd, ok, ok, 0, ok, 1, 1, 8, 16, 0.25, 0, None) == -7  # kSrMisaligned
     le = kernels.srdeploy_local_ensemble
     le.restype = ctypes.c_int32
     le.argtypes = [
