@@ -209,3 +209,33 @@ def test_esc_plugin_graph_equals_portable_graph(tmp_path: Path) -> None:
     ref = portable.run(None, {"lr": x.numpy()})[0]
     out = ort_session(tmp_path / "esc_plugins.onnx").run(None, {"lr": x.numpy()})[0]
     assert _rel(out, ref) <= 1e-5
+
+
+@pytest.mark.slow
+def test_ciaosr_decoder_plugin_graph_equals_portable_graph(tmp_path: Path) -> None:
+    """CiaoSR (EDSR encoder) decoder graph: CiaoSRLocalEnsemble plugin == portable graph (fp32)."""
+    models = pytest.importorskip("srdeploy.models")
+    if "ciaosr" not in models.list_models():
+        pytest.skip("models/ciaosr.py (ciaosr) is not registered")
+    implicit = pytest.importorskip("srdeploy.implicit", reason="srdeploy/implicit.py (contract C helpers) absent")
+    from srdeploy.models._testing import seeded_input, seeded_state_dict
+
+    model = models.build("ciaosr", 2).eval()
+    model.load_state_dict(seeded_state_dict(model.state_dict(), 0))
+    lr = seeded_input((1, 3, 6, 7), 0)
+    with torch.no_grad():
+        feat_k, feat_v = model.encode(lr)
+    coord = torch.from_numpy(implicit.make_coord(12, 14))[None, :41]
+    cell = torch.from_numpy(implicit.make_cell(12, 14, 41))[None]
+    args = (feat_k, feat_v, lr, coord, cell)
+    names = (["feat_k", "feat_v", "lr", "coord", "cell"], ["rgb"])
+    _export(model.decoder_module(), args, tmp_path / "dec.onnx", names)
+    plugged = copy.deepcopy(model)
+    assert apply_plugins(plugged) == [LOCAL_ENSEMBLE]
+    mp = _export(plugged.decoder_module(), args, tmp_path / "dec_plugins.onnx", names)
+    assert [n.op_type for n in plugin_nodes(mp)] == [LOCAL_ENSEMBLE]
+    ort = pytest.importorskip("onnxruntime")
+    feeds = {n: a.numpy() for n, a in zip(names[0], args, strict=True)}
+    ref = ort.InferenceSession(str(tmp_path / "dec.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    out = ort_session(tmp_path / "dec_plugins.onnx").run(None, feeds)[0]
+    assert _rel(out, ref) <= 1e-5
