@@ -161,14 +161,31 @@ def make_inputs(
     return out
 
 
-def torch_reference(module: Any) -> Any:
+def torch_reference(module: Any, dtype: str = "float32") -> Any:
+    """A numpy callable running ``module`` in PyTorch (``dtype="float64"``: on a float64 copy)."""
+    import copy
+
     import torch
+
+    if dtype == "float64":
+        module = copy.deepcopy(module).double()
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
+            return module(torch.from_numpy(np.ascontiguousarray(x)).to(tdtype)).numpy()
 
     return run
+
+
+def _float64_reference(module: Any, probe: np.ndarray) -> Any:
+    """The float64 reference, or None where the model cannot run in float64."""
+    try:
+        fn = torch_reference(module, "float64")
+        fn(probe[:1, :, : min(probe.shape[2], 16), : min(probe.shape[3], 16)])
+    except (RuntimeError, TypeError):
+        return None
+    return fn
 
 
 def derive_fp16(
@@ -207,6 +224,7 @@ def derive_fp16(
         gains = fp16_pass.error_gain(graph, proto, info, feed, feed16, candidates)
         ranked = sorted(gains.items(), key=lambda kv: -kv[1])
         nodes = graph_nodes(graph)
+        producer = {out: i for i, n in enumerate(nodes) for out in n.output}
         added = 0
         for idx, gain in ranked:
             if gain < 2.0 or added >= 4:
@@ -214,6 +232,12 @@ def derive_fp16(
             node = nodes[idx]
             extra[fp16_pass._node_name(node, idx)] = f"precision: measured error gain {gain:.1f}x"
             added += 1
+            # A gate (sigmoid/softmax) amplifies the *absolute* fp16 error of its input, so the
+            # Conv/MatMul computing that input joins the island.
+            for name in node.input:
+                j = producer.get(name)
+                if j is not None and j in info.data_nodes and nodes[j].op_type in ("Conv", "MatMul", "Gemm"):
+                    extra.setdefault(fp16_pass._node_name(nodes[j], j), f"precision: feeds {node.op_type} island")
         if not added:
             return proto, report, history
     raise AssertionError("unreachable")
@@ -288,6 +312,26 @@ def export_model(
             if apply is None:
                 raise SrdeployError("--plugins needs srdeploy.plugins.apply_plugins, which this install lacks")
             plugin_ops = list(apply(prepared.module))
+        from .implicit_export import is_two_graph
+
+        if is_two_graph(prepared.module):
+            return _export_two_graph_model(
+                prepared,
+                out,
+                opset=opset,
+                exporter=exporter,
+                seed=seed,
+                run_validation=run_validation,
+                engine=engine,
+                plugin_ops=plugin_ops,
+                validation_image=validation_image,
+                profile=profile,
+                from_flags=from_flags,
+                static_s=static_s,
+                t_start=t_start,
+                workspace_mib=workspace_mib,
+                opt_level=opt_level,
+            )
         import torch
 
         lo = profile.min if from_flags else Size(max(desc.min_size, 16), max(desc.min_size, 16))
@@ -336,7 +380,10 @@ def export_model(
     validation = None
     if run_validation:
         session = ort_session(data)
-        validation = validate(session, ref_fn, inputs, precision, tol, np.float16 if fp16_io else np.float32)
+        ref64 = _float64_reference(prepared.reference, inputs[0][1]) if precision == "fp32" else None
+        validation = validate(
+            session, ref_fn, inputs, precision, tol, np.float16 if fp16_io else np.float32, reference64=ref64
+        )
         if report is not None and report.fp16_mac_fraction < FP16_MIN_MAC_FRACTION:
             validation.failures.append(
                 f"only {report.fp16_mac_fraction:.1%} of Conv/MatMul MACs run in fp16 (< {FP16_MIN_MAC_FRACTION:.0%})"
@@ -445,3 +492,143 @@ def _plugin_libs(plugin_ops: Sequence[str]) -> list[str]:
 
     fn = getattr(plugin_pkg, "library_path", None)
     return [str(fn())] if callable(fn) else ["libsrplug.so"]
+
+
+def _export_two_graph_model(
+    prepared: Prepared,
+    out: Path,
+    *,
+    opset: int,
+    exporter: Exporter,
+    seed: int,
+    run_validation: bool,
+    engine: bool,
+    plugin_ops: list[str],
+    validation_image: str | os.PathLike[str] | None,
+    profile: ShapeProfile,
+    from_flags: bool,
+    static_s: Size | None,
+    t_start: float,
+    workspace_mib: int,
+    opt_level: int,
+) -> ExportResult:
+    """CiaoSR-style models: ``STEM.encoder.onnx`` + ``STEM.decoder.onnx`` + ``STEM.json``."""
+    from .implicit_export import export_two_graphs, validate_two_graphs
+
+    desc = prepared.descriptor
+    if engine:
+        raise SrdeployError(
+            f"--engine is not implemented for the two-graph {desc.name} export; build each graph with the "
+            "manifest's trtexec commands"
+        )
+    m = desc.size_multiple
+    lo = -(-max(desc.min_size, 16) // m) * m
+    graphs = export_two_graphs(prepared, lo, opset, exporter, seed)
+    stem = artifact_stem(desc.name, prepared.scale, False, bool(plugin_ops))
+    tol = tolerance_for("fp32", prepared.weights_kind)
+    validation = None
+    cases = validation_cases(desc, static_s, profile if from_flags else None)
+    inputs = make_inputs(cases, validation_image, seed)
+    blobs: dict[str, bytes] = {}
+    for role, g in (("encoder", graphs.encoder), ("decoder", graphs.decoder)):
+        props = metadata(
+            desc=desc,
+            scale=prepared.scale,
+            hparams=prepared.hparams,
+            weights_sha256=prepared.weights_sha256,
+            fusions=prepared.fusions,
+            precision="fp32",
+            io_dtype="float32",
+            graph=role,
+            plugins=plugin_ops,
+        )
+        set_metadata(g, props)
+        check_model(g)
+        blobs[role] = g.SerializeToString()
+    if run_validation:
+        validation = validate_two_graphs(
+            prepared, graphs.encoder, graphs.decoder, inputs, tol, (float(prepared.scale), prepared.scale + 0.5)
+        )
+        if not validation.passed:
+            raise ExportError(f"validation of {stem} failed, nothing written: " + "; ".join(validation.failures[:4]))
+
+    def channels(g: onnx.ModelProto, name: str) -> int:
+        inp = next(i for i in g.graph.input if i.name == name)
+        return int(inp.type.tensor_type.shape.dim[1].dim_value)
+
+    ck, cv = channels(graphs.decoder, "feat_k"), channels(graphs.decoder, "feat_v")
+    p = profile
+    chunk = int(desc.hparams.get("eval_bsize", 30000))
+    enc_shapes = {"lr": {"min": (1, 3, *p.min), "opt": (1, 3, *p.opt), "max": (1, 3, *p.max)}}
+    dec_shapes = {
+        name: {"min": (1, c, *p.min), "opt": (1, c, *p.opt), "max": (1, c, *p.max)}
+        for name, c in (("feat_k", ck), ("feat_v", cv), ("lr", 3))
+    }
+    dec_shapes.update({k: {"min": (1, 1, 2), "opt": (1, chunk, 2), "max": (1, chunk, 2)} for k in ("coord", "cell")})
+    libs = _plugin_libs(plugin_ops)
+    props = metadata(
+        desc=desc,
+        scale=prepared.scale,
+        hparams=prepared.hparams,
+        weights_sha256=prepared.weights_sha256,
+        fusions=prepared.fusions,
+        precision="fp32",
+        io_dtype="float32",
+        graph="encoder+decoder",
+        plugins=plugin_ops,
+    )
+    manifest: dict[str, Any] = {
+        "stem": stem,
+        **{k.removeprefix("srdeploy."): v for k, v in props.items()},
+        "descriptor": desc.as_dict(),
+        "hparams": prepared.hparams,
+        "fusions": prepared.fusions,
+        "plugins": plugin_ops,
+        "weights": {
+            "kind": prepared.weights_kind,
+            "sha256": prepared.weights_sha256,
+            "file": os.path.basename(prepared.weights_path) if prepared.weights_path else None,
+            "license": desc.weights_license,
+        },
+        "graphs": {
+            role: {
+                "file": f"{stem}.{role}.onnx",
+                "sha256": sha256_bytes(blobs[role]),
+                "inputs": [i.name for i in g.graph.input],
+                "outputs": [o.name for o in g.graph.output],
+                "trtexec": trtexec_command(
+                    f"{stem}.{role}.onnx",
+                    f"{stem}.{role}.engine",
+                    shapes,
+                    workspace_mib=workspace_mib,
+                    opt_level=opt_level,
+                    plugin_libs=libs,
+                ),
+                "polygraphy": polygraphy_command(f"{stem}.{role}.onnx", shapes, plugin_libs=libs),
+            }
+            for role, g, shapes in (("encoder", graphs.encoder, enc_shapes), ("decoder", graphs.decoder, dec_shapes))
+        },
+        "onnx": {
+            "opset": opset,
+            "ir_version": graphs.encoder.ir_version,
+            "exporter": graphs.exporter,
+            "exporter_notes": list(graphs.notes),
+        },
+        "runtime": "srdeploy.implicit.decode_image drives the decoder in chunks of "
+        f"{chunk} queries; any scale (integer or not) uses the same pair",
+        "shape_constraints": {"min_size": desc.min_size, "size_multiple": desc.size_multiple},
+        "trt_profile": {**desc.trt_profile.as_dict(), "source": "flags" if from_flags else "descriptor"},
+        "validation": validation.as_dict() if validation else {"skipped": True},
+        "sizes_validated": [str(c) for c, _ in inputs] if validation else [],
+        "fp16": None,
+        "export_seconds": round(graphs.seconds, 3),
+        "total_seconds": round(time.perf_counter() - t_start, 3),
+    }
+    with staged_dir(out) as stage:
+        for role in ("encoder", "decoder"):
+            (stage / f"{stem}.{role}.onnx").write_bytes(blobs[role])
+        (stage / f"{stem}.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    files = [out / f"{stem}.encoder.onnx", out / f"{stem}.decoder.onnx", out / f"{stem}.json"]
+    return ExportResult(
+        stem, out, files, manifest, validation, None, prepared=prepared, fp32_graph=None, onnx_model=graphs.decoder
+    )

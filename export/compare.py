@@ -19,10 +19,25 @@ WeightsKind = Literal["random", "real"]
 
 @dataclass(frozen=True)
 class Tolerance:
-    """A pass/fail rule; ``None`` fields are not checked."""
+    """A pass/fail rule; ``None`` fields are not checked.
+
+    ``fp32_noise_factor``: for fp32, the allowed ``max_rel_err`` is
+    ``max(max_rel_err, fp32_noise_factor * floor)`` where ``floor`` is the model's own fp32
+    rounding noise on that input (PyTorch fp32 against PyTorch fp64). Some models are
+    ill-conditioned with random weights (A2N works on a 0-255 range: PyTorch fp32 itself is
+    5e-4 away from fp64); an exported graph must not add more than a few times that noise.
+    """
 
     max_rel_err: float | None = None
     min_psnr_db: float | None = None
+    fp32_noise_factor: float | None = None
+
+    def allowed_rel_err(self, floor: float | None) -> float | None:
+        if self.max_rel_err is None:
+            return None
+        if floor is None or self.fp32_noise_factor is None:
+            return self.max_rel_err
+        return max(self.max_rel_err, self.fp32_noise_factor * floor)
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -30,8 +45,8 @@ class Tolerance:
 
 # The table: (precision, kind of weights) -> rule. fp16 is checked against fp32 PyTorch.
 TOLERANCES: dict[tuple[Precision, WeightsKind], Tolerance] = {
-    ("fp32", "random"): Tolerance(max_rel_err=1e-4),
-    ("fp32", "real"): Tolerance(max_rel_err=1e-4),
+    ("fp32", "random"): Tolerance(max_rel_err=1e-4, fp32_noise_factor=3.0),
+    ("fp32", "real"): Tolerance(max_rel_err=1e-4, fp32_noise_factor=3.0),
     ("fp16", "random"): Tolerance(min_psnr_db=40.0),
     ("fp16", "real"): Tolerance(min_psnr_db=45.0),
 }
@@ -51,6 +66,7 @@ class Comparison:
     max_rel_err: float
     psnr_db: float
     nonfinite: int  # NaN/Inf values in ``out``
+    fp32_noise_floor: float | None = None  # max_rel_err of PyTorch fp32 vs fp64 on this input
 
     def as_dict(self) -> dict[str, float | int]:
         d = asdict(self)
@@ -63,15 +79,19 @@ class Comparison:
         bad = []
         if self.nonfinite:
             bad.append(f"{self.nonfinite} NaN/Inf values in the output")
-        if tol.max_rel_err is not None and not self.max_rel_err <= tol.max_rel_err:
-            bad.append(f"max_rel_err {self.max_rel_err:.3g} > {tol.max_rel_err:g}")
+        allowed = tol.allowed_rel_err(self.fp32_noise_floor)
+        if allowed is not None and not self.max_rel_err <= allowed:
+            bad.append(f"max_rel_err {self.max_rel_err:.3g} > {allowed:.3g}")
         if tol.min_psnr_db is not None and not self.psnr_db >= tol.min_psnr_db:
             bad.append(f"PSNR {self.psnr_db:.2f} dB < {tol.min_psnr_db:g} dB")
         return bad
 
 
-def compare(out: np.ndarray, ref: np.ndarray) -> Comparison:
-    """Compare ``out`` with ``ref`` (same shape); PSNR peak = max|ref|."""
+def compare(out: np.ndarray, ref: np.ndarray, ref64: np.ndarray | None = None) -> Comparison:
+    """Compare ``out`` with ``ref`` (same shape); PSNR peak = max|ref|.
+
+    ``ref64``: the same reference computed in float64, to measure the fp32 noise floor.
+    """
     o = np.asarray(out, dtype=np.float64)
     r = np.asarray(ref, dtype=np.float64)
     if o.shape != r.shape:
@@ -91,4 +111,11 @@ def compare(out: np.ndarray, ref: np.ndarray) -> Comparison:
         max_rel_err=max_abs / peak,
         psnr_db=psnr,
         nonfinite=nonfinite,
+        fp32_noise_floor=None if ref64 is None else rel_err(ref, ref64),
     )
+
+
+def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
+    o = np.asarray(out, dtype=np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    return float(np.abs(o - r).max() / max(float(np.abs(r).max()), 1e-12))

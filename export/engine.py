@@ -10,7 +10,7 @@ Written against the TensorRT Python API common to 10.3 (JetPack 6) and 11.x:
 
 TensorRT is imported lazily and never required: it cannot be pip-installed on Jetson, and no
 builder exists on the project's CI machines. The logic is tested against a strict recording test
-double (tests/export/trt_double.py); **engine building has not been run against a real TensorRT
+double (tests/export/export_trt_double.py); **engine building has not been run against a real TensorRT
 here.**
 
 Cache key = sha256 of the ONNX bytes + every builder option + TensorRT version + GPU name and

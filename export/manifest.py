@@ -101,10 +101,17 @@ def _shape_arg(shape: Sequence[int], sep: str = "x") -> str:
     return sep.join(str(d) for d in shape)
 
 
+InputShapes = Mapping[str, Mapping[str, Sequence[int]]]  # input -> {"min"|"opt"|"max": shape}
+
+
+def _as_inputs(profile: BatchedProfile | InputShapes, input_name: str) -> InputShapes:
+    return {input_name: profile.shapes()} if isinstance(profile, BatchedProfile) else profile
+
+
 def trtexec_command(
     onnx_file: str,
     engine_file: str,
-    profile: BatchedProfile,
+    profile: BatchedProfile | InputShapes,
     *,
     input_name: str = "lr",
     workspace_mib: int = 4096,
@@ -112,14 +119,18 @@ def trtexec_command(
     plugin_libs: Sequence[str] = (),
 ) -> str:
     """The strongly typed ``trtexec`` build command (precision comes from the graph)."""
-    s = profile.shapes()
+    inputs = _as_inputs(profile, input_name)
+
+    def arg(kind: str) -> str:
+        return ",".join(f"{name}:{_shape_arg(s[kind])}" for name, s in inputs.items())
+
     args = [
         "trtexec",
         f"--onnx={onnx_file}",
         "--stronglyTyped",
-        f"--minShapes={input_name}:{_shape_arg(s['min'])}",
-        f"--optShapes={input_name}:{_shape_arg(s['opt'])}",
-        f"--maxShapes={input_name}:{_shape_arg(s['max'])}",
+        f"--minShapes={arg('min')}",
+        f"--optShapes={arg('opt')}",
+        f"--maxShapes={arg('max')}",
         f"--memPoolSize=workspace:{workspace_mib}M",
         f"--builderOptimizationLevel={opt_level}",
         f"--timingCacheFile={engine_file}.timing.cache",
@@ -131,7 +142,7 @@ def trtexec_command(
 
 def polygraphy_command(
     onnx_file: str,
-    profile: BatchedProfile,
+    profile: BatchedProfile | InputShapes,
     *,
     input_name: str = "lr",
     plugin_libs: Sequence[str] = (),
@@ -139,31 +150,14 @@ def polygraphy_command(
     rtol: float = 1e-3,
 ) -> str:
     """``polygraphy run``: TensorRT (strongly typed) vs ONNX Runtime on the opt shape."""
-    s = profile.shapes()
+    inputs = _as_inputs(profile, input_name)
 
-    def arg(shape: Sequence[int]) -> str:
-        return f"{input_name}:[{_shape_arg(shape, ',')}]"
+    def arg(kind: str) -> list[str]:
+        return [f"{name}:[{_shape_arg(s[kind], ',')}]" for name, s in inputs.items()]
 
-    args = [
-        "polygraphy",
-        "run",
-        onnx_file,
-        "--trt",
-        "--onnxrt",
-        "--strongly-typed",
-        "--trt-min-shapes",
-        arg(s["min"]),
-        "--trt-opt-shapes",
-        arg(s["opt"]),
-        "--trt-max-shapes",
-        arg(s["max"]),
-        "--input-shapes",
-        arg(s["opt"]),
-        "--atol",
-        f"{atol:g}",
-        "--rtol",
-        f"{rtol:g}",
-    ]
+    args = ["polygraphy", "run", onnx_file, "--trt", "--onnxrt", "--strongly-typed"]
+    args += ["--trt-min-shapes", *arg("min"), "--trt-opt-shapes", *arg("opt"), "--trt-max-shapes", *arg("max")]
+    args += ["--input-shapes", *arg("opt"), "--atol", f"{atol:g}", "--rtol", f"{rtol:g}"]
     if plugin_libs:
         args += ["--plugins", *plugin_libs]
     return shlex.join(args)

@@ -107,8 +107,12 @@ def validate(
     precision: str,
     tolerance: Tolerance,
     io_dtype: type = np.float32,
+    reference64: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Validation:
-    """Run every input through ``session`` and ``reference`` and compare with ``tolerance``."""
+    """Run every input through ``session`` and ``reference`` and compare with ``tolerance``.
+
+    ``reference64`` (fp32 validation): the reference in float64, for the noise floor.
+    """
     result = Validation(precision, tolerance)
     in_name = session.get_inputs()[0].name
     for case, x in inputs:
@@ -122,7 +126,8 @@ def validate(
         if out.shape != ref.shape:
             result.failures.append(f"{case}: output shape {tuple(out.shape)} != PyTorch {tuple(ref.shape)}")
             continue
-        cmp = compare(out, ref)
+        ref64 = reference64(x) if reference64 is not None else None
+        cmp = compare(out, ref, ref64)
         result.results.append((case, cmp))
         result.failures.extend(f"{case}: {msg}" for msg in cmp.failures(tolerance))
     return result

@@ -1,0 +1,134 @@
+"""``sr-export``: a registered model -> validated ONNX (+ manifest, + optional TensorRT engine).
+
+    sr-export --model esc --scale 4 --fp16 -o artifacts/
+    sr-export --model agdn --scale 2 --weights official --static 180x320 --engine
+
+Writes ``STEM.onnx`` and ``STEM.json`` atomically into OUTDIR (``STEM`` =
+``<family>[-<variant>]_x<S>[_fp16][_plugins]``); validation failure exits non-zero and leaves
+nothing behind. See docs/export.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from srdeploy.errors import SrdeployError, cli_errors
+from srdeploy.sizes import parse_size
+
+
+def _option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"bad --option {text!r}: write NAME=VALUE, e.g. tlc=false")
+    key, raw = text.split("=", 1)
+    low = raw.strip().lower()
+    value: Any
+    if low in ("true", "false"):
+        value = low == "true"
+    else:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sr-export",
+        description="Export a registered super-resolution model to a validated ONNX artifact "
+        "(fp32 or fp16 with fp32 islands) and optionally a TensorRT engine.",
+    )
+    p.add_argument("--model", required=True, help="registered model name (family or family.variant)")
+    p.add_argument("--scale", type=int, default=None, help="upscaling factor (default: the model's largest)")
+    p.add_argument("--weights", default=None, help="checkpoint file, manifest name, or 'official' (default: random)")
+    p.add_argument("--option", action="append", type=_option, default=[], metavar="NAME=VALUE",
+                   help="a typed build option of the model, e.g. --option tlc=false (repeatable)")
+    p.add_argument("-o", "--outdir", default=".", help="output directory (default: current directory)")
+    prec = p.add_argument_group("precision")
+    prec.add_argument("--fp16", action="store_true", help="fp16 graph with fp32 islands (I/O stays fp32)")
+    prec.add_argument("--fp16-io", action="store_true", help="with --fp16: fp16 input and output too")
+    g = p.add_argument_group("shapes (LR, HxW)")
+    g.add_argument("--static", type=parse_size, default=None, help="fixed LR size, e.g. 180x320")
+    g.add_argument("--min-shape", type=parse_size, default=None, help="TensorRT profile minimum")
+    g.add_argument("--opt-shape", type=parse_size, default=None, help="TensorRT profile optimum")
+    g.add_argument("--max-shape", type=parse_size, default=None, help="TensorRT profile maximum")
+    g.add_argument("--max-batch", type=int, default=1, help="TensorRT profile maximum batch (default 1)")
+    e = p.add_argument_group("export")
+    e.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    e.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
+                   help="torch.onnx exporter (auto: dynamo, falling back to TorchScript)")
+    e.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime validation")
+    e.add_argument("--validation-image", default=None, help="validate on crops of this image (default: seeded)")
+    e.add_argument("--plugins", action="store_true",
+                   help="emit TensorRT plugin nodes (SRWindowAttention, CiaoSRLocalEnsemble) where the model has them")
+    t = p.add_argument_group("TensorRT")
+    t.add_argument("--engine", action="store_true", help="also build STEM.engine (needs TensorRT)")
+    t.add_argument("--workspace", type=int, default=4096, help="builder workspace limit in MiB (default 4096)")
+    t.add_argument("--opt-level", type=int, default=3, help="builder optimisation level 0-5 (default 3)")
+    t.add_argument("--cache-dir", default=None, help="engine cache (default: $SRDEPLOY_CACHE/engines)")
+    return p
+
+
+@cli_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from srdeploy import models
+        from srdeploy.export.api import export_model
+    except ImportError as exc:
+        raise SrdeployError(f"sr-export needs PyTorch and ONNX ({exc}); pip install 'srdeploy[export]'") from exc
+    desc = models.descriptor(args.model)
+    scale = args.scale
+    if scale is None:
+        if not desc.scales:
+            raise SrdeployError(f"{args.model} works at any scale; give --scale")
+        scale = max(desc.scales)
+    result = export_model(
+        args.model,
+        scale,
+        args.outdir,
+        weights=args.weights,
+        fp16=args.fp16,
+        fp16_io=args.fp16_io,
+        opset=args.opset,
+        static=args.static,
+        min_shape=args.min_shape,
+        opt_shape=args.opt_shape,
+        max_shape=args.max_shape,
+        max_batch=args.max_batch,
+        run_validation=not args.no_validate,
+        engine=args.engine,
+        plugins=args.plugins,
+        options=dict(args.option),
+        exporter=args.exporter,
+        validation_image=args.validation_image,
+        cache_dir=args.cache_dir,
+        workspace_mib=args.workspace,
+        opt_level=args.opt_level,
+    )
+    m = result.manifest
+    val = m["validation"]
+    if val.get("skipped"):
+        print("validation: skipped (--no-validate)", file=sys.stderr)
+    else:
+        worst = min(val["cases"], key=lambda c: float(c["psnr_db"]))
+        print(
+            f"validation: passed on {', '.join(m['sizes_validated'])}; worst max_rel_err "
+            f"{max(c['max_rel_err'] for c in val['cases']):.3g}, PSNR {float(worst['psnr_db']):.2f} dB",
+            file=sys.stderr,
+        )
+    if m["fp16"]:
+        f = m["fp16"]
+        print(f"fp16: {f['fp16_mac_fraction']:.1%} of Conv/MatMul MACs in fp16, {f['num_islands']} fp32 islands",
+              file=sys.stderr)
+    for path in result.files:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Every registered model: export + ONNX Runtime validation, fp32 and fp16; fusion checks.
+
+Parametrised over the registry, so models registered later are covered automatically. Each
+model is exported once per session at a small size (``exports`` fixture); fp16 is derived from
+the fp32 graph by the graph pass. Heavy variants run in the slow tier.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+
+from srdeploy.export.compare import compare, tolerance_for
+from srdeploy.export.validate import ort_session
+from srdeploy.models import descriptor, list_models
+from srdeploy.models._testing import seeded_input
+
+HEAVY = {"esc.real", "ciaosr.rdn", "ciaosr.swinir"}
+META_KEYS = {
+    "srdeploy.model", "srdeploy.scale", "srdeploy.descriptor", "srdeploy.hparams", "srdeploy.weights_sha256",
+    "srdeploy.weights_license", "srdeploy.fusions", "srdeploy.precision", "srdeploy.io_dtype",
+    "srdeploy.version", "srdeploy.graph", "srdeploy.plugins",
+}
+
+
+def _params(names: list[str]) -> list[object]:
+    return [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in names]
+
+
+MODELS = _params(list_models())
+SINGLE_GRAPH = _params([n for n in list_models() if descriptor(n).scales is not None])
+FP16 = _params([n for n in list_models() if descriptor(n).fp16])
+
+
+def _fresh_input(name: str, batch: int = 1) -> np.ndarray:
+    """An input the exporter's own validation did not use (another seed, another odd size)."""
+    d = descriptor(name)
+    s = max(d.min_size, 16) + 3
+    return seeded_input((batch, 3, s, s + 4), 1234).numpy()
+
+
+@pytest.mark.parametrize("name", SINGLE_GRAPH)
+def test_fp32_export_matches_pytorch(exports, name: str) -> None:
+    res = exports.get(name)
+    assert res.validation.passed
+    cases = [str(c) for c, _ in res.validation.results]
+    assert any(c.startswith("2x") for c in cases) and any(int(c.split("x")[-1]) % 2 for c in cases)
+    model = onnx.load(res.onnx_path)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert META_KEYS <= set(meta) and meta["srdeploy.model"] == name and meta["srdeploy.precision"] == "fp32"
+    assert [i.name for i in model.graph.input] == ["lr"] and [o.name for o in model.graph.output] == ["sr"]
+    # independent re-check on an unseen input, outside the exporter's own validation
+    x = _fresh_input(name)
+    out = ort_session(res.onnx_path.read_bytes()).run(None, {"lr": x})[0]
+    ref_model = res.prepared.reference
+    with torch.inference_mode():
+        ref = ref_model(torch.from_numpy(x)).numpy()
+        ref64 = copy.deepcopy(ref_model).double()(torch.from_numpy(x).double()).numpy()
+    cmp = compare(out, ref, ref64)
+    assert out.shape == (1, 3, res.prepared.scale * x.shape[2], res.prepared.scale * x.shape[3])
+    assert not cmp.failures(tolerance_for("fp32", "random")), cmp
+
+
+@pytest.mark.parametrize("name", FP16)
+def test_fp16_graph_pass(exports, name: str) -> None:
+    res = exports.get(name, fp16=True)
+    assert res.validation.passed
+    rep = res.fp16_report
+    assert rep.fp16_mac_fraction >= 0.9
+    model = onnx.load(res.onnx_path)
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    conv_w = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    half_w = [t for t in model.graph.initializer if t.name in conv_w and t.data_type == TensorProto.FLOAT16]
+    assert half_w, "no Conv runs on fp16 weights"
+    islands = res.manifest["fp16"]["islands"]
+    assert len(islands) == len(rep.islands) and all(i["reason"] for i in islands)
+    x = _fresh_input(name, batch=2)
+    out = ort_session(res.onnx_path.read_bytes()).run(None, {"lr": x})[0]
+    with torch.inference_mode():
+        ref = res.prepared.reference(torch.from_numpy(x)).numpy()
+    cmp = compare(out, ref)
+    assert cmp.nonfinite == 0 and cmp.psnr_db >= 40.0, cmp
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fusion_is_exact(exports, name: str) -> None:
+    """Fused vs unfused in float64 (isolates the rewrite from fp32 rounding): <= 1e-5."""
+    from srdeploy.export.torch2onnx import prepare
+
+    p = prepare(name, exports.scale(name))
+    if not p.fusions:
+        assert not descriptor(name).needs_fusion, "descriptor says needs_fusion but nothing was fused"
+        pytest.skip(f"{name} has no deploy-time fusion")
+    x = torch.from_numpy(_fresh_input(name, batch=2)).double()
+    with torch.inference_mode():
+        a = copy.deepcopy(p.reference).double()(x)
+        b = copy.deepcopy(p.module).double()(x)
+    err = float((a - b).abs().max() / a.abs().max())
+    assert err <= 1e-5, err
+
+
+def _convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type == "Conv"]
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n.split(".")[0] == "a2n"])
+def test_a2n_fused_graph_has_one_conv_fewer_per_block(exports, name: str) -> None:
+    from srdeploy.export.torch2onnx import onnx_from_torch
+
+    res = exports.get(name)
+    fused = onnx.load(res.onnx_path)
+    x = torch.from_numpy(_fresh_input(name))
+    dyn = {"lr": {0: ("N", 1), 2: ("H", 2), 3: ("W", 2)}}
+    unfused = onnx_from_torch(res.prepared.reference, (x,), dynamic_axes=dyn, exporter=res.manifest["onnx"]["exporter"])
+    blocks = [f for f in res.prepared.fusions if f.startswith("A2B@")]
+    assert len(blocks) == 16
+    assert len(_convs(unfused.model)) - len(_convs(fused)) == len(blocks)
+
+
+@pytest.mark.parametrize("name", _params([n for n in list_models() if n.split(".")[0] == "esc"]))
+def test_esc_graph_has_no_scatter_or_flip_and_a_constant_large_kernel(exports, name: str) -> None:
+    res = exports.get(name)
+    model = onnx.load(res.onnx_path)
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"ScatterND", "ScatterElements", "ReverseSequence"}
+    inits = {t.name: t for t in model.graph.initializer}
+    for n in model.graph.node:  # a flip exports as Slice with a negative step
+        if n.op_type == "Slice" and len(n.input) > 4 and n.input[4] in inits:
+            assert (numpy_helper.to_array(inits[n.input[4]]) > 0).all(), f"{n.name} slices backwards (flip)"
+    k = int(descriptor(name).hparams.get("kernel_size", 13))
+    large = [n for n in _convs(model) if n.input[1] in inits and tuple(inits[n.input[1]].dims[2:]) == (k, k)]
+    assert large, f"no {k}x{k} convolution with a constant (initializer) kernel"
+    for n in _convs(model):  # a convolution with a runtime weight must not be the large kernel
+        if n.input[1] not in inits:
+            ks = next((list(a.ints) for a in n.attribute if a.name == "kernel_shape"), None)
+            assert ks != [k, k], f"{n.name}: the {k}x{k} kernel is computed at run time"
