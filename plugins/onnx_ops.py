@@ -93,10 +93,10 @@ def apply_plugins(model: nn.Module) -> list[str]:
     for module in model.modules():
         core = module.__dict__.get("core")
         if core is plugin_window_attention or _is_function_named(core, _CORE_NAMES):
-            module.core = plugin_window_attention
+            setattr(module, "core", plugin_window_attention)  # noqa: B010 - a plain function attribute
             used.add(WINDOW_ATTENTION)
         ensemble = module.__dict__.get("ensemble")
         if ensemble is plugin_local_ensemble or _is_function_named(ensemble, _ENSEMBLE_NAMES):
-            module.ensemble = plugin_local_ensemble
+            setattr(module, "ensemble", plugin_local_ensemble)  # noqa: B010 - a plain function attribute
             used.add(LOCAL_ENSEMBLE)
     return sorted(used)

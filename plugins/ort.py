@@ -221,7 +221,7 @@ def run_isolated(
     """
     with tempfile.TemporaryDirectory(prefix="srdeploy-ort-") as tmp:
         inp, outp = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(inp, **feeds)
+        np.savez(inp, **feeds)  # type: ignore[arg-type]
         proc = subprocess.run(
             [sys.executable, "-m", "srdeploy.plugins.ort", str(model_path), str(inp), str(outp)],
             capture_output=True,
@@ -248,7 +248,7 @@ def _main(argv: list[str]) -> int:
         feeds = {k: z[k] for k in z.files}
     names = [o.name for o in sess.get_outputs()]
     outs = sess.run(names, feeds)
-    np.savez(argv[2], **dict(zip(names, outs, strict=True)))
+    np.savez(argv[2], **dict(zip(names, outs, strict=True)))  # type: ignore[arg-type]
     return 0
 
 
