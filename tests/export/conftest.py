@@ -58,6 +58,7 @@ def tiny_model() -> Iterator[str]:
     from srdeploy.models import Descriptor, ShapeProfile, list_models, register
     from srdeploy.models import registry as reg
     from srdeploy.models._testing import TinyLocalSR
+
     from srdeploy.sizes import Size
 
     list_models()  # load the real architectures first

@@ -97,7 +97,7 @@ class OptimizationProfile(_Strict):
 
 
 class BuilderConfig(_Strict):
-    __slots__ = ("_level", "profiles", "pools", "timing_cache")
+    __slots__ = ("_level", "pools", "profiles", "timing_cache")
 
     def __init__(self, api: FakeTensorRT) -> None:
         super().__init__(api)

@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from srdeploy.errors import BackendError, ExportError
+from export_trt_double import FakeTensorRT
 from srdeploy.export import engine as eng
 from srdeploy.export.manifest import BatchedProfile
 from srdeploy.models.registry import ShapeProfile
-from srdeploy.sizes import Size
 
-from export_trt_double import FakeTensorRT
+from srdeploy.errors import BackendError, ExportError
+from srdeploy.sizes import Size
 
 GPU = eng.DeviceInfo("NVIDIA Jetson AGX Orin", "8.7")
 PROFILE = BatchedProfile.from_shapes(ShapeProfile(Size(16, 16), Size(64, 96), Size(128, 192)), max_batch=2)
@@ -74,7 +73,7 @@ def test_plugin_libraries_are_loaded_and_failure_is_clear() -> None:
     assert ("PluginRegistry.load_library", ("/x/libsrplug.so",)) in trt.calls
     trt = FakeTensorRT()
     trt.bad_plugins.add("/x/bad.so")
-    with pytest.raises(ExportError, match="could not load plugin library /x/bad.so"):
+    with pytest.raises(ExportError, match=r"could not load plugin library /x/bad.so"):
         eng.build_serialized_engine(b"g", _opts(plugin_libraries=("/x/bad.so",)), api=trt, log=lambda m: None)
 
 
@@ -93,7 +92,7 @@ def test_options_are_checked() -> None:
     with pytest.raises(ExportError, match="min <= opt <= max"):
         bad = BatchedProfile((1, Size(64, 64)), (1, Size(32, 64)), (1, Size(128, 128)))
         eng.EngineOptions((bad,))
-    with pytest.raises(ExportError, match="0..5"):
+    with pytest.raises(ExportError, match=r"0..5"):
         _opts(optimization_level=7)
     with pytest.raises(ExportError, match="at least one"):
         eng.EngineOptions(())
@@ -166,11 +165,11 @@ def test_corrupt_engines_give_clear_errors(tmp_path: Path, onnx_file: Path) -> N
     assert eng.load_engine(r.engine_path, api=trt).data == r.engine_path.read_bytes()
 
     (cache / f"{r.key}.engine").write_bytes(b"garbage")
-    with pytest.raises(ExportError, match="corrupt.*delete it"):
+    with pytest.raises(ExportError, match=r"corrupt.*delete it"):
         build(tmp_path / "again.engine")
 
     r.engine_path.write_bytes(b"garbage")
-    with pytest.raises(BackendError, match="corrupt.*rebuild"):
+    with pytest.raises(BackendError, match=r"corrupt.*rebuild"):
         eng.load_engine(r.engine_path, api=trt)
     r.sidecar_path.unlink()
     with pytest.raises(BackendError, match="corrupt or from another TensorRT"):
@@ -178,7 +177,7 @@ def test_corrupt_engines_give_clear_errors(tmp_path: Path, onnx_file: Path) -> N
 
     good = tmp_path / "good.engine"
     eng.EngineFromOnnx(onnx_file, _opts(), cache_dir=tmp_path / "c2", api=trt, device=GPU, log=lambda m: None)(good)
-    with pytest.raises(BackendError, match="built with TensorRT 10.3.0.26, this is 11.4"):
+    with pytest.raises(BackendError, match=r"built with TensorRT 10.3.0.26, this is 11.4"):
         eng.load_engine(good, api=FakeTensorRT("11.4.0.106"))
 
 
@@ -208,7 +207,7 @@ def _patched_stubs(dest: Path) -> Path:
     for rel in ("tensorrt/__init__.pyi", "tensorrt_bindings/__init__.pyi", "tensorrt_bindings/tensorrt.pyi"):
         text = (root / rel).read_text()
         text = re.sub(r"([(,] *)in:", r"\1in_:", text)
-        text = text.replace("power: Weights = None, channel_axis: int)", "power: Weights = None, channel_axis: int = 0)")
+        text = text.replace("channel_axis: int) -> IScaleLayer", "channel_axis: int = 0) -> IScaleLayer")
         text = text.replace("import tensorrt_libs\n", "")
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,13 +230,14 @@ def _mypy_errors(path: Path, stubs: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt_stubs") is None, reason="tensorrt-stubs not installed (dev extra)")
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_stubs") is None, reason="tensorrt-stubs not installed")
 @pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy not installed")
 def test_engine_module_type_checks_against_tensorrt_stubs(tmp_path: Path) -> None:
     stubs = _patched_stubs(tmp_path / "stubs")
     assert _mypy_errors(Path(eng.__file__), stubs) == []
     # the check can fail: a misspelt TensorRT method in a copy of the module is reported
     bad = tmp_path / "engine_mutant.py"
-    bad.write_text(Path(eng.__file__).read_text().replace("config.set_memory_pool_limit(", "config.set_memory_pool_limt("))
+    src = Path(eng.__file__).read_text()
+    bad.write_text(src.replace("config.set_memory_pool_limit(", "config.set_memory_pool_limt("))
     errors = _mypy_errors(bad, stubs)
     assert any("set_memory_pool_limt" in e for e in errors), errors
