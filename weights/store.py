@@ -243,6 +243,10 @@ class Store:
                     self._transfer(url, part, entry)
                     break
                 except (urllib.error.URLError, OSError, _Incomplete) as exc:
+                    if isinstance(exc, urllib.error.HTTPError) and exc.code == 416:  # stale .part: start over
+                        part.unlink(missing_ok=True)
+                        last_error = "HTTP 416 on resume"
+                        continue
                     if isinstance(exc, urllib.error.HTTPError) and exc.code not in (408, 429, 500, 502, 503, 504):
                         raise WeightsDownloadError(
                             f"downloading {entry.id} from {url} failed: HTTP {exc.code} {exc.reason}; "
