@@ -251,19 +251,32 @@ __global__ void __launch_bounds__(128) windowAttentionF16(__half const* __restri
         o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.F;
     }
 
+    // K/V tiles move global -> registers -> shared memory; the next tile's global loads are issued
+    // before the current tile is computed, so their latency hides behind the MMAs and exps.
     constexpr int32_t kChunks = kTile * D / 8; // 16-byte chunks per K or V tile
-    for (int32_t kt = 0; kt < n / kTile; ++kt)
+    constexpr int32_t kChunksPerThread = kChunks / 128;
+    static_assert(kChunks % 128 == 0, "tile chunks must divide evenly over the CTA");
+    int32_t const nKeyTiles = n / kTile;
+    uint4 kNext[kChunksPerThread];
+    uint4 vNext[kChunksPerThread];
+#pragma unroll
+    for (int32_t i = 0; i < kChunksPerThread; ++i)
     {
-        __syncthreads();
-        int64_t const tileBase = base + static_cast<int64_t>(kt) * kTile * D;
-        for (int32_t c = tid; c < kChunks; c += 128)
+        int64_t const off = base + static_cast<int64_t>(tid + i * 128) * 8;
+        kNext[i] = *reinterpret_cast<uint4 const*>(k + off);
+        vNext[i] = *reinterpret_cast<uint4 const*>(v + off);
+    }
+    for (int32_t kt = 0; kt < nKeyTiles; ++kt)
+    {
+        __syncthreads(); // every warp is done with the previous tile
+#pragma unroll
+        for (int32_t i = 0; i < kChunksPerThread; ++i)
         {
+            int32_t const c = tid + i * 128;
             int32_t const key = c / (D / 8);
             int32_t const d0 = (c % (D / 8)) * 8;
-            uint4 const kc = *reinterpret_cast<uint4 const*>(k + tileBase + static_cast<int64_t>(c) * 8);
-            *reinterpret_cast<uint4*>(sK + key * kStrideK + d0) = kc;
-            uint4 const vc = *reinterpret_cast<uint4 const*>(v + tileBase + static_cast<int64_t>(c) * 8);
-            __half const* vh = reinterpret_cast<__half const*>(&vc);
+            *reinterpret_cast<uint4*>(sK + key * kStrideK + d0) = kNext[i];
+            __half const* vh = reinterpret_cast<__half const*>(&vNext[i]);
 #pragma unroll
             for (int32_t e = 0; e < 8; ++e)
             {
@@ -271,6 +284,17 @@ __global__ void __launch_bounds__(128) windowAttentionF16(__half const* __restri
             }
         }
         __syncthreads();
+        if (kt + 1 < nKeyTiles)
+        {
+            int64_t const nextBase = base + static_cast<int64_t>(kt + 1) * kTile * D;
+#pragma unroll
+            for (int32_t i = 0; i < kChunksPerThread; ++i)
+            {
+                int64_t const off = nextBase + static_cast<int64_t>(tid + i * 128) * 8;
+                kNext[i] = *reinterpret_cast<uint4 const*>(k + off);
+                vNext[i] = *reinterpret_cast<uint4 const*>(v + off);
+            }
+        }
 
         // S = Q K^T for this warp's 16 rows x 64 keys.
         float s[kKeyTiles][4];
