@@ -189,6 +189,13 @@ def test_unknown_names_list_the_valid_ones() -> None:
         resolve("missing/dir/x.pth", "agdn", 2)
 
 
+def test_scale_free_entries_match_any_scale() -> None:
+    assert find_entry("official", "ciaosr.rdn", 2.5).id == "ciaosr.rdn"
+    assert find_entry("ciaosr.rdn", "ciaosr.rdn", 4).file == "rdn-ciaosr.pth"
+    with pytest.raises(CheckpointError, match="no released weights"):
+        find_entry("official", "a2n.m", 2)
+
+
 def test_existing_path_is_returned_as_is(data_dir: Path) -> None:
     assert resolve(data_dir / "AGDN_x2.pth", "agdn", 2) == data_dir / "AGDN_x2.pth"
 
@@ -278,6 +285,8 @@ def test_unpinned_entry_is_locked_on_first_use_then_enforced(tmp_path: Path, ser
     # licence notice on the first download of a non-permissive file, and the TOFU notice
     assert any("all rights reserved" in n for n in notices)
     assert any("trust on first use" in n for n in notices)
+    n_notices = len(notices)
+    assert store.ensure(entry) == path and len(notices) == n_notices  # cache hit: no licence notice again
     # the upstream file changes: the lock is enforced, the new file is rejected and removed
     path.unlink()
     served.put(entry.relpath, b"something else" * 1000)
