@@ -113,3 +113,139 @@ def emulate_local_ensemble(query: np.ndarray, keys: np.ndarray, values: np.ndarr
     for i in range(1, 4):
         out = out + p[:, i : i + 1] * vf[:, i]
     return out.reshape(*lead, c2).astype(query.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lane-level replay of windowAttentionF16: every register of every lane, the mma.sync.m16n8k16
+# fragment layouts of the PTX ISA, the shared-memory addressing and the quad shuffles, so that
+# the kernel's index arithmetic (not only its algorithm) runs in CI.
+# ---------------------------------------------------------------------------------------------
+_LANE = np.arange(WARP)
+_G = _LANE >> 2  # groupID: row within the 8-row group
+_T = _LANE & 3  # thread in the quad
+
+
+def _mma16816(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """D = A @ B + C for one warp. a: (32, 8) fp16 regs a0..a7, b: (32, 4) b0..b3, c: (32, 4) fp32.
+
+    PTX ISA layouts (row.col, .f16 inputs, .f32 accumulators):
+    a0,a1: (g, 2t+{0,1}); a2,a3: (g+8, 2t+{0,1}); a4,a5: (g, 2t+8+{0,1}); a6,a7: (g+8, 2t+8+{0,1})
+    b0,b1: (k=2t+{0,1}, n=g); b2,b3: (k=2t+8+{0,1}, n=g); c0,c1: (g, 2t+{0,1}); c2,c3: (g+8, 2t+{0,1}).
+    """
+    amat = np.zeros((16, 16), np.float32)
+    bmat = np.zeros((16, 8), np.float32)
+    cmat = np.zeros((16, 8), np.float32)
+    for r, (dr, dc) in enumerate([(0, 0), (0, 1), (8, 0), (8, 1), (0, 8), (0, 9), (8, 8), (8, 9)]):
+        amat[_G + dr, 2 * _T + dc] = a[:, r]
+    for r, dk in enumerate([0, 1, 8, 9]):
+        bmat[2 * _T + dk, _G] = b[:, r]
+    for r, (dr, dc) in enumerate([(0, 0), (0, 1), (8, 0), (8, 1)]):
+        cmat[_G + dr, 2 * _T + dc] = c[:, r]
+    dmat = amat.astype(np.float32) @ bmat.astype(np.float32) + cmat
+    return np.stack([dmat[_G + dr, 2 * _T + dc] for dr, dc in [(0, 0), (0, 1), (8, 0), (8, 1)]], axis=1)
+
+
+def _quad_allreduce(x: np.ndarray, op: np.ufunc) -> np.ndarray:
+    for off in (1, 2):  # __shfl_xor_sync(..., off) within the quad
+        x = op(x, x[_LANE ^ off])
+    return x
+
+
+def emulate_window_attention_f16_lanes(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    bias_table: np.ndarray,
+    *,
+    window: int,
+    bias_index: str = "k-q",
+    scale: float | None = None,
+) -> np.ndarray:
+    """Register-level replay of ``windowAttentionF16`` (fp16 q, k, v; (windows, heads, N, D)).
+
+    Slow (one numpy step per warp instruction group): keep inputs to a few windows and w <= 16.
+    """
+    if q.dtype != np.float16:
+        raise TypeError("the fp16 kernel takes float16 q, k, v")
+    tile = int(load_spec(WINDOW_ATTENTION).kernel["key_tile"])
+    n, d = q.shape[-2], q.shape[-1]
+    span = 2 * window - 1
+    log_w = int(window).bit_length() - 1
+    sign = 1 if bias_index == "k-q" else -1
+    scale_log2e = np.float32(np.float32(d**-0.5 if scale is None else scale) * LOG2E)
+    stride_k, stride_v = d + 8, tile + 8
+    out = np.full(q.shape, np.nan, dtype=np.float16)
+
+    def key_offset(key: np.ndarray) -> np.ndarray:
+        return (key >> log_w) * span + (key & (window - 1))
+
+    for bw, head in np.ndindex(q.shape[0], q.shape[1]):
+        s_table = bias_table[head].astype(np.float32) * LOG2E
+        qh, kh, vh = q[bw, head], k[bw, head], v[bw, head]
+        for q_tile, warp in np.ndindex(n // tile, 4):
+            row_lo = q_tile * tile + warp * 16 + _G
+            row_hi = row_lo + 8
+            a_q = [  # aQ[ks][0..3], each 2 halves: (lo, 2t), (hi, 2t), (lo, 2t+8), (hi, 2t+8)
+                np.stack([qh[row_lo, ks * 16 + 2 * _T], qh[row_lo, ks * 16 + 2 * _T + 1],
+                          qh[row_hi, ks * 16 + 2 * _T], qh[row_hi, ks * 16 + 2 * _T + 1],
+                          qh[row_lo, ks * 16 + 2 * _T + 8], qh[row_lo, ks * 16 + 2 * _T + 9],
+                          qh[row_hi, ks * 16 + 2 * _T + 8], qh[row_hi, ks * 16 + 2 * _T + 9]], axis=1)
+                for ks in range(d // 16)
+            ]  # fmt: skip
+            q_base_lo = (window - 1) * span + (window - 1) - sign * key_offset(row_lo)
+            q_base_hi = (window - 1) * span + (window - 1) - sign * key_offset(row_hi)
+            m_lo = np.full(WARP, -np.inf, np.float32)
+            m_hi = np.full(WARP, -np.inf, np.float32)
+            l_lo = np.zeros(WARP, np.float32)
+            l_hi = np.zeros(WARP, np.float32)
+            o = np.zeros((d // 8, WARP, 4), np.float32)
+            for kt in range(n // tile):
+                # shared memory as the CTA's 128 threads store it (16-byte chunks, V transposed)
+                s_k = np.zeros(tile * stride_k, np.float16)
+                s_vt = np.zeros(d * stride_v, np.float16)
+                for c in range(tile * d // 8):
+                    key, d0 = c // (d // 8), (c % (d // 8)) * 8
+                    s_k[key * stride_k + d0 : key * stride_k + d0 + 8] = kh[kt * tile + key, d0 : d0 + 8]
+                    s_vt[(d0 + np.arange(8)) * stride_v + key] = vh[kt * tile + key, d0 : d0 + 8]
+                s = np.zeros((tile // 8, WARP, 4), np.float32)
+                for nt in range(tile // 8):
+                    k_row = (nt * 8 + _G) * stride_k + 2 * _T
+                    for ks in range(d // 16):
+                        b = np.stack([s_k[k_row + ks * 16], s_k[k_row + ks * 16 + 1],
+                                      s_k[k_row + ks * 16 + 8], s_k[k_row + ks * 16 + 9]], axis=1)  # fmt: skip
+                        s[nt] = _mma16816(a_q[ks], b, s[nt])
+                tm_lo = np.full(WARP, -np.inf, np.float32)
+                tm_hi = np.full(WARP, -np.inf, np.float32)
+                for nt in range(tile // 8):
+                    for e in range(2):
+                        k_off = sign * key_offset(kt * tile + nt * 8 + 2 * _T + e)
+                        s[nt][:, e] = s[nt][:, e] * scale_log2e + s_table[q_base_lo + k_off]
+                        s[nt][:, e + 2] = s[nt][:, e + 2] * scale_log2e + s_table[q_base_hi + k_off]
+                        tm_lo = np.maximum(tm_lo, s[nt][:, e])
+                        tm_hi = np.maximum(tm_hi, s[nt][:, e + 2])
+                tm_lo, tm_hi = _quad_allreduce(tm_lo, np.maximum), _quad_allreduce(tm_hi, np.maximum)
+                new_lo, new_hi = np.maximum(m_lo, tm_lo), np.maximum(m_hi, tm_hi)
+                with np.errstate(invalid="ignore"):
+                    alpha_lo, alpha_hi = np.exp2(m_lo - new_lo), np.exp2(m_hi - new_hi)
+                m_lo, m_hi = new_lo, new_hi
+                l_lo, l_hi = l_lo * alpha_lo, l_hi * alpha_hi
+                o[:, :, 0:2] *= alpha_lo[None, :, None]
+                o[:, :, 2:4] *= alpha_hi[None, :, None]
+                for nt in range(tile // 8):
+                    s[nt][:, 0:2] = np.exp2(s[nt][:, 0:2] - new_lo[:, None])
+                    s[nt][:, 2:4] = np.exp2(s[nt][:, 2:4] - new_hi[:, None])
+                    l_lo = l_lo + (s[nt][:, 0] + s[nt][:, 1])
+                    l_hi = l_hi + (s[nt][:, 2] + s[nt][:, 3])
+                for kk in range(tile // 16):
+                    p = np.concatenate([s[2 * kk][:, 0:2], s[2 * kk][:, 2:4], s[2 * kk + 1][:, 0:2],
+                                        s[2 * kk + 1][:, 2:4]], axis=1).astype(np.float16)  # fmt: skip
+                    for nt in range(d // 8):
+                        v_row = (nt * 8 + _G) * stride_v + kk * 16 + 2 * _T
+                        b = np.stack([s_vt[v_row], s_vt[v_row + 1], s_vt[v_row + 8], s_vt[v_row + 9]], axis=1)
+                        o[nt] = _mma16816(p, b, o[nt])
+            l_lo, l_hi = _quad_allreduce(l_lo, np.add), _quad_allreduce(l_hi, np.add)
+            for nt in range(d // 8):
+                for e in range(2):
+                    out[bw, head, row_lo, nt * 8 + 2 * _T + e] = (o[nt][:, e] * (1 / l_lo)).astype(np.float16)
+                    out[bw, head, row_hi, nt * 8 + 2 * _T + e] = (o[nt][:, e + 2] * (1 / l_hi)).astype(np.float16)
+    return out

@@ -148,3 +148,29 @@ def test_pyop_numpy_kernels_match_the_references() -> None:
     query, keys, values = torch.randn(6, 10, generator=g), torch.randn(6, 4, 10, generator=g), torch.randn(6, 4, 3)
     ref2 = local_ensemble_ref(query, keys, values).numpy()
     assert _rel(np_local_ensemble(query.numpy(), keys.numpy(), values.numpy()), ref2) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    ("window", "d", "convention", "windows", "heads"),
+    [(8, 16, "k-q", 2, 2), (8, 32, "q-k", 1, 2), (16, 16, "q-k", 1, 1)],
+)
+def test_fp16_kernel_lane_level_replay(window: int, d: int, convention: str, windows: int, heads: int) -> None:
+    """Every lane's registers, the mma.m16n8k16 fragment layouts, shared-memory addressing and quad
+    shuffles of windowAttentionF16, replayed: all outputs written, result within the fp16 tolerance."""
+    from srdeploy.plugins.emulation import emulate_window_attention_f16_lanes
+
+    q, k, v, table = _inputs(windows, heads, window, d, seed=11 + d)
+    qn, kn, vn = (x.half().numpy() for x in (q, k, v))
+    tn = (table * 4).numpy()
+    lanes = emulate_window_attention_f16_lanes(qn, kn, vn, tn, window=window, bias_index=convention, scale=0.3)
+    assert not np.isnan(lanes).any(), "some output element was never written"
+    ref = window_attention_ref(
+        *(torch.from_numpy(x.astype(np.float32)) for x in (qn, kn, vn)),
+        torch.from_numpy(tn),
+        window=window,
+        bias_index=convention,
+        scale=0.3,
+    ).numpy()
+    assert _rel(lanes, ref) <= load_spec(WINDOW_ATTENTION).max_rel("emulation_vs_reference_float16")
+    tiled = emulate_window_attention(qn, kn, vn, tn, window=window, bias_index=convention, scale=0.3)
+    assert _rel(lanes, tiled) <= 2e-3  # the two replays agree up to fp16 output rounding
