@@ -97,6 +97,32 @@ def test_unfold_as_grouped_conv_is_exact() -> None:
     assert torch.equal(conv.flatten(2), torch.nn.functional.unfold(x, 3, padding=1))
 
 
+def test_cross_scale_attention_equals_per_sample_conv_form() -> None:
+    """The batched MatMul/Softmax/fold NLA equals the per-sample conv / conv_transpose form of
+    docs/architectures.md 5.2 (kernels from the half-size map, transposed conv with 6x6 patches)."""
+    fn = torch.nn.functional
+    nla = CiaoSR("edsr").cs_attn
+    nla.load_state_dict(seeded_state_dict(nla.state_dict(), 3))
+    nla.escape_NaN.fill_(1e-4)  # the released value (seeding randomises buffers too)
+    f = torch.randn(2, 64, 7, 10)
+    with torch.no_grad():
+        ours = nla(f)
+        x = fn.pad(f, (0, 0, 0, 1), mode="reflect")  # 7 -> 8 rows
+        embed, match = nla.conv_assembly(x), nla.conv_match_1(x)
+        ref = nla.conv_match_2(fn.interpolate(x, scale_factor=0.5, mode="bilinear"))
+        outs = []
+        for i in range(2):
+            kern = fn.unfold(ref[i : i + 1], 3, padding=1)[0].t().reshape(-1, 32, 3, 3)  # (L, 32, 3, 3)
+            norm = kern.flatten(1).norm(dim=1).clamp_min(1e-4).view(-1, 1, 1, 1)
+            score = torch.softmax(fn.conv2d(match[i : i + 1], kern / norm, padding=1) * 10, dim=1)
+            patches = fn.unfold(embed[i : i + 1], 6, padding=2, stride=2)[0].t().reshape(-1, 64, 6, 6)
+            y = fn.conv_transpose2d(score, patches, stride=2, padding=2)
+            outs.append(nla.down(y) / 6)
+        direct = torch.cat(outs)[:, :, :7, :10]
+    assert ours.shape == (2, 64, 7, 10)
+    assert rel_max_err(ours, direct) <= 1e-5
+
+
 # ------------------------------------------------------------------ faithfulness
 
 
