@@ -303,7 +303,7 @@ def export_model(
         prepared, base, exporter_used, export_s, notes = reuse.prepared, reuse.fp32_graph, "reuse", 0.0, ()
         plugin_ops = list(reuse.manifest.get("plugins", []))
     else:
-        prepared = prepare(model, scale, weights, options, seed)
+        prepared = prepare(model, scale, weights, options, seed, dynamic=static_s is None)
         plugin_ops = []
         if plugins:
             from srdeploy import plugins as plugin_pkg
@@ -419,6 +419,7 @@ def export_model(
             "ir_version": graph.ir_version,
             "exporter": exporter_used,
             "exporter_notes": list(notes),
+            "model_notes": list(prepared.notes),
             "input": {
                 "name": "lr",
                 "dtype": io_dtype,

@@ -41,6 +41,7 @@ class Prepared:
     weights_sha256: str  # "" for seeded random weights
     weights_path: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def weights_kind(self) -> Literal["random", "real"]:
@@ -69,8 +70,14 @@ def prepare(
     weights: str | os.PathLike[str] | None = None,
     options: Mapping[str, Any] | None = None,
     seed: int = 0,
+    dynamic: bool = True,
 ) -> Prepared:
-    """Build ``name`` at ``scale`` (real weights or seeded random ones) and fuse a copy."""
+    """Build ``name`` at ``scale`` (real weights or seeded random ones) and fuse a copy.
+
+    Size-dependent test-time procedures cannot be exported with dynamic H/W: a model exposing
+    ``set_tlc(window | None)`` (AGDN's test-time local converter, whose window list depends on
+    the input size) is switched to its global form for dynamic export; ``--static`` keeps it.
+    """
     desc = descriptor(name)
     desc.check_scale(scale)
     opts = dict(options or {})
@@ -83,6 +90,13 @@ def prepare(
     info = getattr(model, "_srdeploy_weights", None)
     if weights is None:
         seed_parameters(model, seed)
+    notes = []
+    set_tlc = getattr(model, "set_tlc", None)
+    if dynamic and callable(set_tlc) and any(getattr(m, "tlc_window", None) for m in model.modules()):
+        if opts.get("tlc") is True:
+            raise ExportError(f"{name}: TLC needs a fixed input size; add --static HxW or use --option tlc=false")
+        set_tlc(None)
+        notes.append("TLC off for dynamic H/W: global channel attention (export --static HxW to keep TLC)")
     reference = copy.deepcopy(model).eval()
     fusions = fuse_model(model)
     model.eval()
@@ -96,6 +110,7 @@ def prepare(
         weights_sha256=info["sha256"] if info else "",
         weights_path=info["path"] if info else None,
         options=opts,
+        notes=notes,
     )
 
 
