@@ -239,3 +239,12 @@ def test_ciaosr_decoder_plugin_graph_equals_portable_graph(tmp_path: Path) -> No
     ref = ort.InferenceSession(str(tmp_path / "dec.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     out = ort_session(tmp_path / "dec_plugins.onnx").run(None, feeds)[0]
     assert _rel(out, ref) <= 1e-5
+
+
+def test_run_isolated_reports_a_failing_child(tmp_path: Path) -> None:
+    from srdeploy.errors import BackendError
+
+    bogus = tmp_path / "not_a_model.onnx"
+    bogus.write_bytes(b"not an onnx file")
+    with pytest.raises(BackendError, match="failed in ONNX Runtime"):
+        run_isolated(bogus, {"x": np.zeros((1,), np.float32)})
