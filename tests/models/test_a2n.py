@@ -82,6 +82,7 @@ def test_matches_authors_code(name: str, scale: int, fixtures_dir: Path) -> None
     fx = load_fixture(fixtures_dir / "a2n" / f"{name}_x{scale}.npz")
     meta = fx["meta"]
     assert meta["variant"] == name and meta["args"]["scale"] == [scale]
+    assert meta["commit"].startswith("210b38c") and meta["file"] == "code/model/aan.py"
     # float64 on both sides: with seeded random weights float32 rounding is amplified through the
     # trunk (~3e-5 relative just from the thread count), which would hide real differences
     model = seeded(name, scale, seed=meta["seed"]).double()
