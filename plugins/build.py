@@ -11,12 +11,15 @@ On a real TensorRT machine pass ``tensorrt_root`` (or ``-DTensorRT_ROOT`` to CMa
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from srdeploy.errors import BackendError
@@ -34,6 +37,18 @@ LIBRARIES = {
 }
 
 
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Serialise concurrent builds/downloads into one folder (parallel test sessions share it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".srdeploy.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("SRDEPLOY_CACHE", Path.home() / ".cache" / "srdeploy"))
 
@@ -49,10 +64,14 @@ def _sha256(path: Path) -> str:
 def tensorrt_headers(cache_dir: Path | None = None) -> Path:
     """Folder holding NvInferRuntime.h from the pinned, sha256-verified kernel-lens wheel."""
     cache = (cache_dir or default_cache_dir()) / f"kernel-lens-{KERNEL_LENS_VERSION}"
+    with _locked(cache):
+        return _fetch_headers(cache)
+
+
+def _fetch_headers(cache: Path) -> Path:
     include = cache / "x" / "kernel_lens" / "include" / "tensorrt"
     if (include / "NvInferRuntime.h").is_file() and (cache / "VERIFIED").is_file():
         return include
-    cache.mkdir(parents=True, exist_ok=True)
     wheel = cache / KERNEL_LENS_WHEEL
     if not wheel.is_file():
         proc = subprocess.run(
@@ -104,7 +123,12 @@ def build_native(
     if missing:
         raise BackendError(f"cannot build the plugins: {missing}; install CUDA (nvcc) and CMake >= 3.22")
     include = tensorrt_include or tensorrt_headers()
-    build_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(build_dir):
+        _cmake(build_dir, archs, include, jobs, asan)
+    return build_dir
+
+
+def _cmake(build_dir: Path, archs: str, include: Path, jobs: int, asan: bool) -> None:
     nvcc = shutil.which("nvcc")
     configure = [
         "cmake", "-S", str(REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
@@ -116,7 +140,6 @@ def build_native(
         if proc.returncode != 0:
             log = (proc.stdout + proc.stderr).strip().splitlines()
             raise BackendError(f"`{' '.join(cmd[:3])} ...` failed: " + " | ".join(log[-12:]))
-    return build_dir
 
 
 def library(build_dir: Path, name: str) -> Path:

@@ -144,3 +144,14 @@ def test_library_path_points_at_the_built_getcreators_variant(native_build: Path
     assert library_path("plugins_static") == build.library(native_build, "plugins_static")
     monkeypatch.setenv("SRDEPLOY_PLUGIN_LIBRARY", "/opt/x/libsrdeploy_plugins.so")
     assert library_path() == Path("/opt/x/libsrdeploy_plugins.so")
+
+
+def test_a_tampered_header_wheel_is_refused(tmp_path: Path) -> None:
+    """The pinned sha256 is enforced (no network needed: a fake wheel is planted in the cache)."""
+    cache = tmp_path / f"kernel-lens-{build.KERNEL_LENS_VERSION}"
+    cache.mkdir()
+    fake = cache / build.KERNEL_LENS_WHEEL
+    fake.write_bytes(b"PK\x03\x04 not the pinned wheel")
+    with pytest.raises(Exception, match="sha256"):
+        build.tensorrt_headers(tmp_path)
+    assert not fake.exists(), "a wheel that failed verification must be deleted"
