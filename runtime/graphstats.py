@@ -193,6 +193,81 @@ def _infer(model: Any) -> tuple[dict[str, Shape | None], dict[str, int]]:
     return shapes, dtypes
 
 
+_FOLDABLE = {
+    "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Add", "Sub", "Mul", "Div", "Mod", "Cast",
+    "Reshape", "Floor", "Ceil", "Equal", "Less", "Greater", "Where", "Max", "Min", "Neg", "Identity", "Range",
+    "ReduceProd", "ConstantOfShape", "Not", "And", "Or", "Abs", "Sqrt", "Pow", "Expand", "Size", "Tile",
+    "Transpose", "Split", "Clip", "Sign", "Round", "ReduceSum", "ReduceMax", "ReduceMin", "Reciprocal",
+}
+_SMALL = 4096  # elements: shape arithmetic, never activations
+
+
+def _fold_shape_values(model: Any, shapes: dict[str, Shape | None]) -> tuple[Any, int]:
+    """Evaluate the small integer subgraphs that compute shapes (pads, reshape targets) in numpy.
+
+    ONNX shape inference cannot see through a ``Pad`` whose pads are computed from ``Shape`` with
+    ``Mod``/``Div`` (a model padding to a window multiple); evaluating these tiny tensors with the
+    ONNX reference evaluator and turning them into initializers lets inference finish without
+    running the network. Returns the new model and the number of tensors folded.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    values: dict[str, np.ndarray] = {}
+    for init in model.graph.initializer:
+        if math.prod(init.dims) <= _SMALL:
+            values[init.name] = numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and math.prod(a.t.dims) <= _SMALL:
+                    values[node.output[0]] = numpy_helper.to_array(a.t)
+    folded: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type not in _FOLDABLE or any(o in values for o in node.output):
+            continue
+        if node.op_type == "Shape":
+            shp = shapes.get(node.input[0])
+            if shp is None:
+                continue
+            start = int(_attr(node, "start", 0))
+            end = _attr(node, "end", None)
+            values[node.output[0]] = np.array(shp[start:end], dtype=np.int64)
+            folded.add(node.output[0])
+            continue
+        if node.op_type == "Size":
+            shp = shapes.get(node.input[0])
+            if shp is not None:
+                values[node.output[0]] = np.array(math.prod(shp), dtype=np.int64)
+                folded.add(node.output[0])
+            continue
+        if not all((not i) or i in values for i in node.input):
+            continue
+        g = helper.make_graph(
+            [node], "fold", [], [helper.make_empty_tensor_value_info(o) for o in node.output if o],
+            [numpy_helper.from_array(values[i], i) for i in dict.fromkeys(node.input) if i],
+        )
+        try:
+            outs = ReferenceEvaluator(helper.make_model(g, opset_imports=model.opset_import)).run(None, {})
+        except Exception:  # an op the reference evaluator cannot run here: leave it to ONNX Runtime
+            continue
+        for name, val in zip([o for o in node.output if o], outs, strict=True):
+            arr = np.asarray(val)
+            if arr.size <= _SMALL:
+                values[name] = arr
+                folded.add(name)
+    if not folded:
+        return model, 0
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    keep = [n for n in m.graph.node if not (n.output and all((not o) or o in folded for o in n.output))]
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    m.graph.initializer.extend(numpy_helper.from_array(values[n], n) for n in sorted(folded))
+    return m, len(folded)
+
+
 def _observe(model: Any, names: Sequence[str], input_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
     """Run the graph once with ONNX Runtime, exposing ``names`` as outputs, to read their shapes."""
     import onnx
@@ -290,6 +365,20 @@ def _node_macs(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> 
     return 0
 
 
+def _needed(node: Any) -> list[str]:
+    """The tensors whose shapes the counters need for ``node``."""
+    op = node.op_type
+    if op in PLUGIN_MACS or op in ("ConvTranspose", "Gemm", "MatMul", "Einsum"):
+        return list(node.input)
+    if op == "Conv":
+        return [node.input[1], node.output[0]]
+    if op in _NORM_OPS or op == "GlobalAveragePool":
+        return [node.input[0]]
+    if op == "Resize":
+        return [node.output[0]]
+    return []
+
+
 def _fvcore_extra(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
     op = node.op_type
     if op in _NORM_OPS:
@@ -343,22 +432,27 @@ def graph_stats(
             f"the graph holds custom ops {unknown} whose cost is unknown; add them to "
             "srdeploy.runtime.graphstats.PLUGIN_MACS so MACs cannot be under-counted"
         )
-    missing = sorted(
-        {
-            t
-            for n in fixed.graph.node
-            if counted(n) or n.op_type in _NORM_OPS or n.op_type == "Resize"
-            for t in list(n.input) + list(n.output)
-            if t and shapes.get(t) is None
-        }
-    )
+    def unresolved(model: Any, known: dict[str, Shape | None]) -> list[str]:
+        return sorted({t for n in model.graph.node for t in _needed(n) if t and known.get(t) is None})
+
+    missing = unresolved(fixed, shapes)
+    for _ in range(200):  # fold shape arithmetic and re-infer until every needed shape is known
+        if not missing:
+            break
+        folded_model, nfold = _fold_shape_values(fixed, shapes)
+        if nfold == 0:
+            break
+        fixed = folded_model
+        shapes, dtypes = _infer(fixed)
+        missing = unresolved(fixed, shapes)
+        source = "onnx shape inference + shape arithmetic folded in numpy"
     if missing:
         if not observe:
             raise BackendError(
                 f"shape inference left {len(missing)} tensor shapes unresolved; export with static shapes"
             )
         shapes.update(_observe(fixed, missing, input_shapes))
-        source = f"onnx shape inference + {len(missing)} shapes observed with ONNX Runtime"
+        source += f" + {len(missing)} shapes observed with ONNX Runtime"
 
     macs = 0
     extra = 0

@@ -118,21 +118,23 @@ class ImplicitPredictor(Predictor):
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         try:
-            from srdeploy.implicit import decode_image
+            from srdeploy.implicit import decode_image, hr_size
         except ImportError as exc:
             raise SrdeployError(f"implicit (encoder/decoder) models need srdeploy.implicit ({exc})") from exc
         x = np.ascontiguousarray(lr, dtype=np.float32)
         enc = self._timed(self.encoder, {self.encoder.inputs[0].name: x})
-        feat_k, feat_v = enc["feat_k"], enc["feat_v"]
-        names = [m.name for m in self.decoder.inputs]
+        if not {"feat_k", "feat_v"} <= set(enc):
+            raise SrdeployError(f"the encoder graph returns {sorted(enc)}, expected feat_k and feat_v; re-export it")
+        names = {m.name for m in self.decoder.inputs}
+        want = ("feat_k", "feat_v", "lr", "coord", "cell")
+        if names != set(want):
+            raise SrdeployError(f"the decoder graph takes {sorted(names)}, expected {list(want)}; re-export it")
 
         def decoder_fn(*args: np.ndarray) -> np.ndarray:
-            feed = dict(zip(names, args, strict=True)) if len(args) == len(names) else args[0]
-            return self._timed(self.decoder, feed)[self.decoder.outputs[0].name]  # type: ignore[arg-type]
+            return self._timed(self.decoder, dict(zip(want, args, strict=True)))[self.decoder.outputs[0].name]
 
-        h, w = lr.shape[-2:]
-        out_h, out_w = round(h * self.scale), round(w * self.scale)
-        return decode_image(decoder_fn, feat_k, feat_v, x, out_h, out_w, chunk=self.chunk)
+        out_h, out_w = hr_size(lr.shape[-2], lr.shape[-1], self.scale)
+        return decode_image(decoder_fn, enc["feat_k"], enc["feat_v"], x, out_h, out_w, chunk=self.chunk)
 
 
 def open_predictor(

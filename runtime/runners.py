@@ -306,6 +306,11 @@ class TrtRunner(Runner):
 
     def _load(self) -> None:
         trt = _require("tensorrt", "gpu")
+        if not hasattr(trt, "Runtime"):  # e.g. only the lean runtime's namespace package is installed
+            raise MissingDependencyError(
+                "the full TensorRT Python bindings are not installed (tensorrt has no Runtime here); "
+                "pip install tensorrt (or use the JetPack python3-libnvinfer package)"
+            )
         try:
             from cuda.bindings import runtime as cudart
         except ImportError:
@@ -516,16 +521,21 @@ class Backend:
     factory: Callable[..., Runner]
     module: str  # the import that must succeed
     extra: str  # the pip extra that provides it
+    probe: str = ""  # an attribute the module must have (namespace-only installs do not count)
 
     def is_available(self) -> bool:
-        import importlib.util
+        import importlib
 
-        return importlib.util.find_spec(self.module) is not None
+        try:
+            mod = importlib.import_module(self.module)
+        except ImportError:
+            return False
+        return not self.probe or hasattr(mod, self.probe)
 
 
 RUNNERS: dict[str, Backend] = {
     "onnxruntime": Backend("onnxruntime", OrtRunner, "onnxruntime", "ort"),
-    "tensorrt": Backend("tensorrt", TrtRunner, "tensorrt", "gpu"),
+    "tensorrt": Backend("tensorrt", TrtRunner, "tensorrt", "gpu", "Runtime"),
     "torch": Backend("torch", TorchRunner, "torch", "torch"),
 }
 
