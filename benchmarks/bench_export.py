@@ -206,8 +206,10 @@ def bench(name: str, scale: int, lr: tuple[int, int], authors: dict[str, Path], 
         line += f" | plain {t_plain:9.1f} ms | plain/ours {r_plain:5.2f}x (aim {aim}x)"
         line += f" | export ours {t_ours_export:.1f} s, plain {t_plain_export:.1f} s"
         if r_plain < aim:
-            notes.append(f"plain/ours {r_plain:.2f}x < {aim}x: ours spends {_top_ops(ours_data, xn, args.threads)}; "
-                         f"plain spends {_top_ops(plain_data, xn, args.threads)}")
+            notes.append(
+                f"plain/ours {r_plain:.2f}x < {aim}x: ours spends {_top_ops(ours_data, xn, args.threads)}; "
+                f"plain spends {_top_ops(plain_data, xn, args.threads)}"
+            )
     else:
         line += f" | plain: skipped (no --authors {family}=DIR) | export ours {t_ours_export:.1f} s"
     r_eager = t_eager / t_ours
@@ -225,8 +227,13 @@ def bench(name: str, scale: int, lr: tuple[int, int], authors: dict[str, Path], 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--models", nargs="*", default=None, help="registry names (default: every fixed-scale model)")
-    p.add_argument("--authors", action="append", default=[], metavar="FAMILY=DIR",
-                   help="extracted authors' checkout per family (esc, a2n, agdn)")
+    p.add_argument(
+        "--authors",
+        action="append",
+        default=[],
+        metavar="FAMILY=DIR",
+        help="extracted authors' checkout per family (esc, a2n, agdn)",
+    )
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--lr", default="180x320", help="LR size HxW (default 180x320 = 720p output at x4)")
     p.add_argument("--threads", type=int, default=2)
@@ -245,13 +252,17 @@ def main(argv: list[str] | None = None) -> int:
         authors[fam] = Path(path)
     lr = tuple(parse_size(args.lr))
     names = args.models or [n for n in list_models() if descriptor(n).scales]
-    print(f"# ONNX Runtime CPU EP vs plain torch.onnx.export of the authors' module vs PyTorch eager; "
-          f"batch 1 fp32, {args.threads} threads, median of {args.repeat} after {args.warmup} warm-up")
+    print(
+        f"# ONNX Runtime CPU EP vs plain torch.onnx.export of the authors' module vs PyTorch eager; "
+        f"batch 1 fp32, {args.threads} threads, median of {args.repeat} after {args.warmup} warm-up"
+    )
     for name in names:
         d = descriptor(name)
         if not d.scales:
-            print(f"{name:<10} skipped: arbitrary-scale two-graph model; its whole-image HD graph does not fit "
-                  "(the runtime drives the decoder in chunks)")
+            print(
+                f"{name:<10} skipped: arbitrary-scale two-graph model; its whole-image HD graph does not fit "
+                "(the runtime drives the decoder in chunks)"
+            )
             continue
         scale = args.scale if args.scale in d.scales else max(d.scales)
         try:

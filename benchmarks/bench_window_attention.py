@@ -80,7 +80,9 @@ def peak_extra_mb(fn: Callable[[], object]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--build-dir", default=str(build.REPO_ROOT / "build" / "plugins-gpu"))
+    ap.add_argument(
+        "--build-dir", default=None, help="default: build/plugins-sm<arch> (built here) or the prebuilt build/plugins"
+    )
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=50)
@@ -93,10 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("error: no CUDA GPU visible to torch; run this on a GPU machine", file=sys.stderr)
         return 2
-    build_dir = Path(args.build_dir)
-    if not args.no_build:
-        major, minor = torch.cuda.get_device_capability()
-        build.build_native(build_dir, archs=f"{major}{minor}")
+    major, minor = torch.cuda.get_device_capability()
+    build_dir = build.libraries_for_gpu(args.build_dir, f"{major}{minor}", no_build=args.no_build)
+    print(f"libraries: {build_dir}")
     lib = ctypes.CDLL(str(build.library(build_dir, "kernels")))
     lib.srdeploy_window_attention.restype = ctypes.c_int32
     lib.srdeploy_window_attention.argtypes = [

@@ -165,7 +165,9 @@ def ensemble_cases(quick: bool) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--build-dir", default=str(build.REPO_ROOT / "build" / "plugins-gpu"))
+    ap.add_argument(
+        "--build-dir", default=None, help="default: build/plugins-sm<arch> (built here) or the prebuilt build/plugins"
+    )
     ap.add_argument("--no-build", action="store_true", help="use the libraries already in --build-dir")
     ap.add_argument("--json", default=None, help="write every case and result here")
     ap.add_argument("--quick", action="store_true", help="fewer head counts and sizes")
@@ -174,12 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("error: no CUDA GPU visible to torch; run this on a GPU machine", file=sys.stderr)
         return 2
-    build_dir = Path(args.build_dir)
-    if not args.no_build:
-        major, minor = torch.cuda.get_device_capability()
-        t0 = time.time()
-        build.build_native(build_dir, archs=f"{major}{minor}")
-        print(f"built for sm_{major}{minor} in {time.time() - t0:.1f} s -> {build_dir}")
+    major, minor = torch.cuda.get_device_capability()
+    t0 = time.time()
+    build_dir = build.libraries_for_gpu(args.build_dir, f"{major}{minor}", no_build=args.no_build)
+    print(f"libraries for sm_{major}{minor}: {build_dir} ({time.time() - t0:.1f} s)")
     kernels, harness = _load(build_dir)
     seed = args.seed if args.seed is not None else int(time.time())
     gen = torch.Generator(device="cuda").manual_seed(seed)

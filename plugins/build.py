@@ -150,6 +150,24 @@ def library(build_dir: Path, name: str) -> Path:
     return path
 
 
+def libraries_for_gpu(build_dir: str | Path | None, arch: str, *, no_build: bool = False) -> Path:
+    """Build folder for the GPU scripts in benchmarks/ (the machine with the GPU may lack nvcc,
+    cmake or network access).
+
+    * ``no_build``: use ``build_dir`` (default build/plugins) as it is;
+    * nvcc and cmake present: build for ``arch`` only (e.g. "90") into ``build_dir``
+      (default build/plugins-sm<arch>); TensorRT headers from ``$SRDEPLOY_CACHE`` / the pinned wheel;
+    * otherwise: use the prebuilt build/plugins (its default architectures include 87, 89 and 90).
+    """
+    if no_build or tools_missing() is not None:
+        folder = Path(build_dir) if build_dir else REPO_ROOT / "build" / "plugins"
+        for name in ("kernels", "harness"):
+            library(folder, name)  # raises with the build command when missing
+        return folder
+    folder = Path(build_dir) if build_dir else REPO_ROOT / "build" / f"plugins-sm{arch}"
+    return build_native(folder, archs=arch)
+
+
 def trtexec_plugin_flags(library: str | Path = "libsrdeploy_plugins.so") -> list[str]:
     """trtexec flags that load the getCreators variant (for manifests' trtexec commands).
 
