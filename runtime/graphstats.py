@@ -481,7 +481,11 @@ def graph_stats(
                 if t and s is not None:
                     traffic += math.prod(s) * _ITEMSIZE.get(dtypes.get(t, 1), 4)
     params = 0
-    for init in fixed.graph.initializer:
+    # Resize roi/scales are float initializers but not weights; scalars are folded constants
+    not_weights = {t for n in proto.graph.node if n.op_type == "Resize" for t in n.input[1:]}
+    for init in proto.graph.initializer:
+        if init.name in not_weights or math.prod(init.dims) <= 1:
+            continue
         if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
                               onnx.TensorProto.DOUBLE):
             params += math.prod(init.dims)
@@ -489,7 +493,11 @@ def graph_stats(
         "activations/#Conv count ONNX Conv nodes (functional convolutions included), "
         "the NTIRE hooks count nn.Conv2d modules only"
     )
-    notes.append("parameters = elements of floating-point initializers of the deployed graph")
+    notes.append(
+        "parameters = elements of the floating-point initializers of the deployed graph (scalars and Resize "
+        "scales excluded; small constant buffers such as mean vectors are included, identical tensors "
+        "deduplicated by the exporter are counted once)"
+    )
     first = next(iter(input_shapes.values()))
     return GraphStats(
         input_shape=tuple(first),
