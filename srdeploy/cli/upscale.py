@@ -1,6 +1,8 @@
-"""``sr-upscale``: super-resolve images with a registered model (PyTorch) on CPU.
+"""``sr-upscale``: super-resolve images with a registered model (PyTorch) or an exported one.
 
     sr-upscale --model esc --scale 4 [--weights FILE] photo.png more/*.jpg -o out/
+    sr-upscale --onnx esc_x4_fp16.onnx photo.png -o out/         # torch-free (ONNX Runtime)
+    sr-upscale --engine esc_x4_fp16.engine photo.png -o out/     # torch-free (TensorRT)
 
 Tiled inference (``--tile``, ``--tile-overlap``, LR pixels) bounds memory on large images; the
 tiling utility is torch-free and shared with the runtime. Every output file is written
@@ -51,8 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="input images")
     p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument("--model", required=True, help="registered model name (see sr-upscale --list)")
-    p.add_argument("--scale", type=int, required=True, help="upscaling factor")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="registered model name, run with PyTorch")
+    src.add_argument("--onnx", help="exported .onnx (or STEM.encoder.onnx), run torch-free with ONNX Runtime")
+    src.add_argument("--engine", help="TensorRT engine file, run torch-free")
+    p.add_argument("--scale", type=int, default=None, help="upscaling factor (read from --onnx/--engine artifacts)")
+    p.add_argument("--device", default="cpu", help="--onnx: ONNX Runtime provider cpu | cuda | tensorrt")
+    p.add_argument("--plugin-library", default=None, help="--engine: TensorRT plugin library to load")
     p.add_argument("--weights", default=None, help="checkpoint file, manifest name, or 'official'")
     p.add_argument("--alpha", choices=["upscale", "drop"], default="upscale",
                    help="alpha channel: upscale it separately (bicubic) or drop it with a notice")
@@ -142,6 +149,10 @@ def min_size_guard(predict: Predict, model_name: str, min_size: int) -> Predict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     inputs = _check_inputs(args.inputs)
+    if args.onnx or args.engine:
+        return _main_runtime(args, inputs)
+    if args.scale is None:
+        raise SrdeployError("--model needs --scale")
     try:
         from srdeploy import models
     except ImportError as exc:
@@ -157,6 +168,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_outdir(outdir)
     predict = min_size_guard(torch_predict(model), args.model, desc.min_size)
     written = upscale_files(predict, args.scale, inputs, outdir, tiling, args.alpha, args.max_pixels, args.suffix)
+    for w in written:
+        print(w)
+    return 0
+
+
+def _main_runtime(args: argparse.Namespace, inputs: list[Path]) -> int:
+    """``--onnx``/``--engine``: torch-free, through srdeploy.runtime's runners and the artifact's tiling."""
+    from srdeploy.runtime.predict import open_predictor
+    from srdeploy.runtime.runners import OrtOptions
+
+    backend = "tensorrt" if args.engine else "onnxruntime"
+    options = OrtOptions(device=args.device) if backend == "onnxruntime" else None
+    predictor, art = open_predictor(args.onnx or args.engine, backend, options, args.scale, args.plugin_library)
+    tiling = resolve_tiling(args, art.default_tiling)
+    if tiling is not None and tiling.tile < art.min_size:
+        raise SrdeployError(f"--tile {tiling.tile} is below {art.model}'s minimum input size {art.min_size}")
+    outdir = Path(args.output)
+    _check_outdir(outdir)
+    with predictor:
+        predict = min_size_guard(predictor, art.model, art.min_size)
+        written = upscale_files(predict, predictor.scale, inputs, outdir, tiling, args.alpha, args.max_pixels,
+                                args.suffix)
     for w in written:
         print(w)
     return 0
