@@ -106,18 +106,31 @@ class CrossScaleAttention(nn.Module):
     the matching correlation is a batched MatMul against L2-normalised 3x3 patches of the
     half-resolution map, the softmax runs over those L = (H/2)(W/2) patches, and the transposed
     convolution with the 6x6 embedding patches is a MatMul followed by ``F.fold`` (ONNX Col2Im).
-    Memory is quadratic in the LR area (an (L, H*W) score matrix): keep LR tiles at 192.
+    Memory is quadratic in the LR area (an (L, H*W) score matrix): keep LR tiles at 192, or set
+    ``pixels_per_step`` (eager whole-image inference) to process the full-resolution pixels in
+    bands of at most that many, each band's transposed convolution folded into its output rows.
+    The softmax runs over L for each pixel, so the banded result is the same function (up to
+    summation order). Exported graphs use the one-step form (``pixels_per_step = 0``).
     """
 
     escape_NaN: torch.Tensor
     patch_small: torch.Tensor
     patch_big: torch.Tensor
 
-    def __init__(self, channels: int, reduction: int = 2, ksize: int = 3, scale: int = 2, softmax_scale: float = 10.0):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 2,
+        ksize: int = 3,
+        scale: int = 2,
+        softmax_scale: float = 10.0,
+        pixels_per_step: int = 0,
+    ) -> None:
         super().__init__()
         self.ksize = ksize
         self.scale = scale
         self.softmax_scale = softmax_scale
+        self.pixels_per_step = pixels_per_step
         mid = channels // reduction
         self.conv_match_1 = nn.Sequential(nn.Conv2d(channels, mid, 1), nn.PReLU())
         self.conv_match_2 = nn.Sequential(nn.Conv2d(channels, mid, 1), nn.PReLU())
@@ -132,6 +145,7 @@ class CrossScaleAttention(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         c, h, w = f.shape[1:]
         s, k = self.scale, self.ksize
+        big = k * s
         x = F.pad(f, (0, (-w) % s, 0, (-h) % s), mode="reflect")  # to a multiple of s
         hp, wp = x.shape[-2:]
         embed = self.conv_assembly(x)
@@ -139,33 +153,65 @@ class CrossScaleAttention(nn.Module):
         ref = self.conv_match_2(F.interpolate(x, scale_factor=1.0 / s, mode="bilinear"))
         mid = match.shape[1]
         # (b, c*36, L): 6x6 embedding patches at stride 2 ("same" zero padding 2)
-        pad = (k * s - s) // 2
+        pad = (big - s) // 2
         raw = F.conv2d(embed, self.patch_big.to(embed.dtype), stride=s, padding=pad, groups=c).flatten(2)
         # (b, L, mid*9): 3x3 matching kernels of the half-resolution map, L2-normalised
         kern = F.conv2d(ref, self.patch_small.to(ref.dtype), padding=k // 2, groups=mid).flatten(2).transpose(1, 2)
         norm = torch.sqrt(torch.sum(kern * kern, dim=2, keepdim=True))
         kern = kern / torch.maximum(norm, self.escape_NaN.to(kern.dtype))
-        # (b, mid*9, H*W): 3x3 patches of the full-resolution map
-        patches = F.conv2d(match, self.patch_small.to(match.dtype), padding=k // 2, groups=mid).flatten(2)
-        score = torch.softmax(torch.matmul(kern, patches) * self.softmax_scale, dim=1)  # (b, L, H*W)
-        cols = torch.matmul(raw, score)  # (b, c*36, H*W)
-        big = k * s
-        y = F.fold(cols, output_size=(hp * s, wp * s), kernel_size=big, stride=s, padding=s)
+        # (b, mid*9, H, W): 3x3 patches of the full-resolution map
+        patches = F.conv2d(match, self.patch_small.to(match.dtype), padding=k // 2, groups=mid)
+        rows = hp if self.pixels_per_step <= 0 else max(1, min(hp, self.pixels_per_step // wp))
+        if rows >= hp:
+            score = torch.softmax(torch.matmul(kern, patches.flatten(2)) * self.softmax_scale, dim=1)  # (b, L, HW)
+            cols = torch.matmul(raw, score)  # (b, c*36, H*W)
+            y = F.fold(cols, output_size=(hp * s, wp * s), kernel_size=big, stride=s, padding=pad)
+        else:
+            y = self._banded(kern, patches, raw, rows, big, pad)
         y = self.down(y) / 6.0
         return y[:, :, :h, :w]
+
+    def _banded(
+        self, kern: torch.Tensor, patches: torch.Tensor, raw: torch.Tensor, rows: int, big: int, pad: int
+    ) -> torch.Tensor:
+        """The score/reconstruction step over bands of ``rows`` pixel rows (bounded memory)."""
+        s = self.scale
+        hp, wp = patches.shape[-2:]
+        out_h = hp * s
+        y: torch.Tensor | None = None
+        for r0 in range(0, hp, rows):
+            r1 = min(r0 + rows, hp)
+            band = patches[:, :, r0:r1].flatten(2)
+            score = torch.softmax(torch.matmul(kern, band) * self.softmax_scale, dim=1)
+            cols = torch.matmul(raw, score)
+            # this band's blocks cover output rows [s*r0 - pad, s*r1 - pad + big - s)
+            part = F.fold(
+                cols, output_size=((r1 - r0) * s + big - s, wp * s), kernel_size=big, stride=s, padding=(0, pad)
+            )
+            top = s * r0 - pad
+            lo, hi = max(top, 0), min(top + part.shape[2], out_h)
+            part = part[:, :, lo - top : hi - top]
+            part = F.pad(part, (0, 0, lo, out_h - hi))
+            y = part if y is None else y + part
+        assert y is not None
+        return y
 
 
 class CiaoSR(nn.Module):
     """CiaoSR with an EDSR-baseline, RDN or SwinIR encoder; any scale.
 
     ``scale`` is the scale ``forward`` decodes at; ``chunk`` is the number of queries per decoder
-    call (the authors' ``eval_bsize``), bounding decoder memory.
+    call (the authors' ``eval_bsize``), bounding decoder memory; ``nla_pixels_per_step`` > 0 bounds
+    the non-local attention's memory for whole-image inference (see :class:`CrossScaleAttention`;
+    0 = one step, the exported form).
     """
 
     unfold_weight: torch.Tensor
     rgb_mean: torch.Tensor
 
-    def __init__(self, backbone: str = "edsr", scale: int = 4, chunk: int = DEFAULT_CHUNK) -> None:
+    def __init__(
+        self, backbone: str = "edsr", scale: int = 4, chunk: int = DEFAULT_CHUNK, nla_pixels_per_step: int = 0
+    ) -> None:
         super().__init__()
         enc: nn.Module
         if backbone == "edsr":
@@ -192,7 +238,7 @@ class CiaoSR(nn.Module):
         self.imnet_q = MLPRefiner(f + d, 3)
         self.imnet_k = MLPRefiner(f + 4, f)
         self.imnet_v = MLPRefiner(f + 4 + d, f + d)
-        self.cs_attn = CrossScaleAttention(d)
+        self.cs_attn = CrossScaleAttention(d, pixels_per_step=nla_pixels_per_step)
         self.register_buffer("unfold_weight", one_hot_patches(d, 3), persistent=False)
         self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         self.ensemble: Ensemble = local_ensemble
@@ -400,21 +446,21 @@ def _check_build_scale(name: str, scale: int) -> None:
 
 
 @register(_descriptor(None, "edsr", 64, min_size=2, multiple=2))
-def build_ciaosr(scale: int, *, chunk: int = DEFAULT_CHUNK) -> CiaoSR:
+def build_ciaosr(scale: int, *, chunk: int = DEFAULT_CHUNK, nla_pixels_per_step: int = 0) -> CiaoSR:
     """CiaoSR with the EDSR-baseline encoder (2,649,030 parameters)."""
     _check_build_scale("ciaosr", scale)
-    return CiaoSR("edsr", int(scale), chunk)
+    return CiaoSR("edsr", int(scale), chunk, nla_pixels_per_step)
 
 
 @register(_descriptor("rdn", "rdn", 64, min_size=2, multiple=2, heavy=True))
-def build_ciaosr_rdn(scale: int, *, chunk: int = DEFAULT_CHUNK) -> CiaoSR:
+def build_ciaosr_rdn(scale: int, *, chunk: int = DEFAULT_CHUNK, nla_pixels_per_step: int = 0) -> CiaoSR:
     """CiaoSR with the RDN encoder (23,402,566 parameters)."""
     _check_build_scale("ciaosr.rdn", scale)
-    return CiaoSR("rdn", int(scale), chunk)
+    return CiaoSR("rdn", int(scale), chunk, nla_pixels_per_step)
 
 
 @register(_descriptor("swinir", "swinir", 180, min_size=5, multiple=8, heavy=True))
-def build_ciaosr_swinir(scale: int, *, chunk: int = DEFAULT_CHUNK) -> CiaoSR:
+def build_ciaosr_swinir(scale: int, *, chunk: int = DEFAULT_CHUNK, nla_pixels_per_step: int = 0) -> CiaoSR:
     """CiaoSR with the SwinIR encoder (14,667,218 parameters)."""
     _check_build_scale("ciaosr.swinir", scale)
-    return CiaoSR("swinir", int(scale), chunk)
+    return CiaoSR("swinir", int(scale), chunk, nla_pixels_per_step)

@@ -121,6 +121,19 @@ def test_cross_scale_attention_equals_per_sample_conv_form() -> None:
         direct = torch.cat(outs)[:, :, :7, :10]
     assert ours.shape == (2, 64, 7, 10)
     assert rel_max_err(ours, direct) <= 1e-5
+    for pixels in (1, 25, 60):  # bands of 1, 2 and 6 of the 8 padded rows
+        nla.pixels_per_step = pixels
+        with torch.no_grad():
+            assert rel_max_err(nla(f), ours) <= 1e-5
+
+
+def test_whole_image_option_bounds_nla_memory() -> None:
+    x = seeded_input((1, 3, 9, 8), 6)
+    one = _seeded("ciaosr", 2, seed=7)
+    banded = _seeded("ciaosr", 2, seed=7, nla_pixels_per_step=16)
+    assert banded.cs_attn.pixels_per_step == 16 and one.cs_attn.pixels_per_step == 0
+    with torch.no_grad():
+        assert rel_max_err(banded.encode(x)[1], one.encode(x)[1]) <= 1e-5
 
 
 # ------------------------------------------------------------------ faithfulness
