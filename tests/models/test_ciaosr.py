@@ -91,6 +91,20 @@ def test_parameter_count_and_keys(name: str) -> None:
     assert model.imnet_q.layers[0].in_features == 10 * model.feat_dim
 
 
+def test_copies_keep_the_adopted_backbone_consistent() -> None:
+    """The backbone's modules are adopted at the top level (authors' keys); copies and dtype
+    casts must move the modules the backbone's forward uses."""
+    import copy
+
+    model = models.build("ciaosr", 2)
+    clone = copy.deepcopy(model)
+    assert clone._encoder_fn[0].conv_first is clone.conv_first is not model.conv_first
+    clone.double()
+    x = seeded_input((1, 3, 4, 5), 0).double()
+    with torch.no_grad():
+        assert clone(x).dtype == torch.float64
+
+
 def test_unfold_as_grouped_conv_is_exact() -> None:
     x = torch.randn(2, 5, 7, 6)
     conv = torch.nn.functional.conv2d(x, one_hot_patches(5, 3), padding=1, groups=5)
