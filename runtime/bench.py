@@ -20,7 +20,16 @@ from srdeploy.tiling import Tiling
 
 from .artifact import Artifact
 from .graphstats import graph_stats
-from .measure import DEVICE_PEAKS, Mode, build_results, load_sets, measure, synthetic_set, write_results
+from .measure import (
+    DEVICE_PEAKS,
+    Mode,
+    build_results,
+    load_sets,
+    make_crop_sets,
+    measure,
+    synthetic_set,
+    write_results,
+)
 from .predict import Predictor, open_predictor, torch_predictor
 from .runners import OrtOptions
 
@@ -38,6 +47,7 @@ class BenchConfig:
     device: str = "cpu"
     precision: str | None = None  # fp32 | fp16; for --model the export precision
     data: str | None = None
+    data_from_image: str | None = None
     synthetic: Size | None = None
     images: int = 5
     mode: Mode = "ntire"
@@ -52,19 +62,25 @@ class BenchConfig:
     ssim: bool = False
     progress: bool = True
     outdir: str = "bench"
+    report: str | None = None  # also write the sr-report here
     export_dir: str | None = None
     log: list[str] = field(default_factory=list)
 
 
 def export_for_bench(model: str, scale: int, weights: str | None, precision: str, outdir: Path) -> Path:
     """Export ``model`` with the project's exporter (imported lazily); return the .onnx path."""
-    try:
-        from srdeploy import export as exp
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"--model needs the exporter and PyTorch ({exc}); pip install 'srdeploy[export]', or pass --onnx FILE"
-        ) from exc
-    export_model = getattr(exp, "export_model", None)
+    import importlib
+
+    export_model = None
+    for mod in ("srdeploy.export", "srdeploy.export.api"):
+        try:
+            export_model = getattr(importlib.import_module(mod), "export_model", None)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"--model needs the exporter and PyTorch ({exc}); pip install 'srdeploy[export]', or pass --onnx FILE"
+            ) from exc
+        if export_model is not None:
+            break
     if export_model is None:
         raise SrdeployError(
             "this installation's srdeploy.export has no export_model(); export with sr-export and pass --onnx FILE"
@@ -109,8 +125,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     sources = [x for x in (cfg.onnx, cfg.engine, cfg.model) if x]
     if len(sources) != 1:
         raise SrdeployError("give exactly one of --model NAME, --onnx FILE, --engine FILE")
-    if (cfg.data is None) == (cfg.synthetic is None):
-        raise SrdeployError("give exactly one of --data DIR and --synthetic HxW")
+    if sum(x is not None for x in (cfg.data, cfg.synthetic, cfg.data_from_image)) != 1:
+        raise SrdeployError("give exactly one of --data DIR, --data-from-image IMAGE and --synthetic HxW")
     log_lines = cfg.log
 
     def log(s: str) -> None:
@@ -153,6 +169,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             scale = int(predictor.scale)
             key = cfg.name or art.stem
             stats = _stats_for(art, cfg.flops_size, log)
+        if cfg.data_from_image is not None:
+            if tmp is None:
+                tmp = tempfile.TemporaryDirectory(prefix="srbench-")
+            cfg.data = str(make_crop_sets(cfg.data_from_image, Path(tmp.name) / "data"))
+            log(f"data: crops of {cfg.data_from_image} (valid 3, test 1; LR by bicubic downscaling)")
         if cfg.data is not None:
             sets = load_sets(cfg.data, scale)
         else:
@@ -180,6 +201,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         means = [entry[f"{s}_ave_runtime"] for s in res]
         log(f"{key}: {cfg.mode} runtime {statistics.fmean(means):.3f} ms ({clock}); memory: {mem_note}")
         write_results(cfg.outdir, results, log_lines)
+        if cfg.report:
+            from .report import write_report
+
+            write_report([Path(cfg.outdir) / "results.json"], cfg.report)
         return results
     finally:
         if tmp is not None:

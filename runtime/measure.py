@@ -132,6 +132,30 @@ def load_sets(root: str | Path, scale: int) -> dict[str, list[Sample]]:
     return sets
 
 
+def make_crop_sets(image: str | Path, root: str | Path, crop: int = 192) -> Path:
+    """Write ``valid/HR`` (3 crops) and ``test/HR`` (1 crop) cut from the corners of ``image``.
+
+    For a quick, self-contained run on a bundled photograph (LR made by bicubic downscaling).
+    """
+    from PIL import Image
+
+    src = Path(image)
+    if not src.is_file():
+        raise SrdeployError(f"image {src} does not exist; give a PNG/JPEG for --data-from-image")
+    rgb, _ = read_image(src)
+    h, w = rgb.shape[1:]
+    if h < crop or w < crop:
+        raise SrdeployError(f"{src} is {h}x{w}; --data-from-image needs at least {crop}x{crop}")
+    arr = np.rint(rgb * 255).astype(np.uint8).transpose(1, 2, 0)
+    corners = {"valid": [(0, 0), (0, w - crop), (h - crop, 0)], "test": [(h - crop, w - crop)]}
+    root = Path(root)
+    for split, origins in corners.items():
+        (root / split / "HR").mkdir(parents=True, exist_ok=True)
+        for i, (y, x) in enumerate(origins):
+            Image.fromarray(arr[y : y + crop, x : x + crop]).save(root / split / "HR" / f"{src.stem}_{split}{i}.png")
+    return root
+
+
 def synthetic_set(h: int, w: int, count: int, seed: int = 0) -> dict[str, list[Sample]]:
     """``count`` uniform-noise LR images of ``h`` x ``w`` (no HR: no PSNR)."""
     rng = np.random.default_rng(seed)

@@ -3,6 +3,8 @@
     sr-bench --onnx esc_x4_fp16.onnx --data bench_data/ -o out/bench
     sr-bench --engine esc_x4_fp16.engine --synthetic 180x320 --mode steady --device-peak jetson-agx-orin -o out/
     sr-bench --model rlfn --scale 4 --synthetic 180x320 -o out/rlfn      # exported on the fly
+    sr-bench --model esc --scale 4 --precision fp16 --data-from-image tests/data/baboon.png \
+        -o out/bench --report report                                    # the README's demo
 
 Writes ``results.json`` (NTIRE keys + an ``srdeploy`` section), ``results.txt`` (NTIRE columns)
 and ``bench.log`` into ``-o``. No PyTorch is needed for ``--onnx``/``--engine``.
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
     data = p.add_argument_group("data (one of)")
     data.add_argument("--data", help="folder with valid/{HR,LR} and optionally test/{HR,LR}")
+    data.add_argument("--data-from-image", help="build valid/ (3) and test/ (1) from corner crops of one image")
     data.add_argument("--synthetic", type=parse_size, help="random LR inputs of HxW (papers' HD x4: 180x320)")
     data.add_argument("--images", type=int, default=5, help="number of synthetic images (default 5)")
     m = p.add_argument_group("measurement")
@@ -54,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tiling_args(p)
     p.add_argument("--export-dir", help="keep the on-the-fly export of --model here")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--report", help="also write the sr-report (index.html, report.md, plots) into this folder")
     return p
 
 
@@ -70,13 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         tiling=resolve_tiling(args, None), threads=args.threads,
         peaks=peaks_from(args.device_peak, args.peak_tflops, args.peak_gbps), flops_size=args.flops_size,
         name=args.name, plugin_library=args.plugin_library, ssim=args.ssim, progress=not args.no_progress,
-        outdir=args.output, export_dir=args.export_dir,
+        outdir=args.output, export_dir=args.export_dir, data_from_image=args.data_from_image, report=args.report,
     )
     results = run_bench(cfg)
     for key, entry in results.items():
         ours = entry["srdeploy"]
         print(f"{key}: mode={ours['mode']} runtime={ours['ave_runtime']:.3f} ms ({ours['clock']})")
     print(f"wrote {args.output}/results.json, results.txt, bench.log")
+    if args.report:
+        print(f"wrote {args.report}/index.html (open it in a browser)")
     return 0
 
 
