@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srdeploy.errors import ShapeError, UnsupportedScaleError
+from srdeploy.errors import ShapeError, SrdeployError, UnsupportedScaleError
 from srdeploy.implicit import DEFAULT_CHUNK, hr_size, make_cell, make_coord
 from srdeploy.sizes import Size
 from srdeploy.tiling import Tiling
@@ -223,7 +223,9 @@ class CiaoSR(nn.Module):
         else:
             raise ValueError(f"unknown CiaoSR backbone {backbone!r}; use 'edsr', 'rdn' or 'swinir'")
         if chunk <= 0:
-            raise ValueError(f"chunk must be a positive number of queries, got {chunk}")
+            raise SrdeployError(f"chunk must be a positive number of queries (default {DEFAULT_CHUNK}), got {chunk}")
+        if nla_pixels_per_step < 0:
+            raise SrdeployError(f"nla_pixels_per_step must be >= 0 (0 = one step), got {nla_pixels_per_step}")
         self.backbone = backbone
         self.scale = scale
         self.chunk = chunk
@@ -326,7 +328,7 @@ class CiaoSR(nn.Module):
         out_h, out_w = out_size
         chunk = self.chunk if chunk is None else chunk
         if chunk <= 0:
-            raise ValueError(f"chunk must be a positive number of queries, got {chunk}")
+            raise SrdeployError(f"chunk must be a positive number of queries, got {chunk}")
         feat_k, feat_v = self.encode(lr)
         n = lr.shape[0]
         coord_all = torch.from_numpy(make_coord(out_h, out_w)).to(lr.device)

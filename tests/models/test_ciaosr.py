@@ -352,6 +352,8 @@ def test_scale_and_size_errors(edsr: CiaoSR) -> None:
         edsr.upscale(torch.rand(1, 3, 1, 5))
     with torch.no_grad():
         assert edsr.upscale(seeded_input((1, 3, 2, 2), 0)).shape == (1, 3, 4, 4)
+    with pytest.raises(SrdeployError, match="chunk must be a positive"):
+        models.build("ciaosr", 2, chunk=0)
     with pytest.raises(ValueError, match="either scale or out_size"):
         edsr.upscale(torch.rand(1, 3, 4, 4), scale=2, out_size=(8, 8))
 
