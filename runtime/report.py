@@ -67,6 +67,7 @@ class Row:
     memory_note: str = ""
     environment: dict[str, Any] = field(default_factory=dict)
     score: float | None = None
+    flops_input: str = "256x256 (NTIRE)"
 
     @property
     def platform(self) -> tuple[str, str, str]:
@@ -118,6 +119,7 @@ def load_rows(paths: Sequence[str | os.PathLike[str]]) -> list[Row]:
                 per_image=list(e.get("valid_runtime", [])) + list(e.get("test_runtime", [])),
                 n_valid=len(e.get("valid_runtime", [])), clock=str(ours.get("clock", "")),
                 memory_note=str(ours.get("memory_note", "")), environment=env,
+                flops_input=_flops_input(ours),
             ))
     keys = [r.key for r in rows]
     dup = sorted({k for k in keys if keys.count(k) > 1})
@@ -126,6 +128,11 @@ def load_rows(paths: Sequence[str | os.PathLike[str]]) -> list[Row]:
             if r.key in dup:
                 r.key = f"{r.key} ({Path(r.source).parent.name})"
     return rows
+
+
+def _flops_input(ours: dict[str, Any]) -> str:
+    shape = str(ours.get("graph_stats", {}).get("input_shape", "")) if ours.get("graph_stats") else ""
+    return "x".join(shape.split("x")[-2:]) if shape else "256x256 (NTIRE)"
 
 
 def ntire_score(row: Row, base: Row, year: int) -> float:
@@ -163,8 +170,12 @@ def score_rows(rows: list[Row], base: Row | None, year: int) -> list[str]:
         return notes
     for r in rows:
         if r.platform != base.platform or r.mode != base.mode:
-            notes.append(f"{r.key}: not scored, measured on {r.platform} / {r.mode}, the baseline on "
-                         f"{base.platform} / {base.mode}")
+            notes.append(f"{r.key}: not scored, measured on {' / '.join(r.platform)} ({r.mode}), the baseline on "
+                         f"{' / '.join(base.platform)} ({base.mode})")
+            continue
+        if r.flops_input != base.flops_input:
+            notes.append(f"{r.key}: not scored, FLOPs counted at LR {r.flops_input}, the baseline's at "
+                         f"{base.flops_input}")
             continue
         try:
             r.score = ntire_score(r, base, year)
@@ -183,14 +194,14 @@ def _psnr_cell(v: float | None, random_weights: bool) -> str:
 
 
 TABLE_HEAD = ["Model", "Backend", "Device", "Mode", "Precision", "Val PSNR [dB]", "Test PSNR [dB]", "Ave Time [ms]",
-              "Params [M]", "FLOPs [G]", "Acts [M]", "Mem [MB]", "Conv", "NTIRE score"]
+              "Params [M]", "FLOPs [G]", "FLOPs at LR", "Acts [M]", "Mem [MB]", "Conv", "NTIRE score"]
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:
     return [[r.key, r.backend, r.device, r.mode, r.precision, _psnr_cell(r.valid_psnr, r.random_weights),
              _psnr_cell(r.test_psnr, r.random_weights), _fmt(r.runtime_ms, ".2f"), _fmt(r.params_m, ".3f"),
-             _fmt(r.flops_g, ".2f"), _fmt(r.acts_m, ".2f"), _fmt(r.memory_mb, ".2f"), _fmt(r.num_conv, "d"),
-             _fmt(r.score, ".3f")] for r in rows]
+             _fmt(r.flops_g, ".2f"), r.flops_input, _fmt(r.acts_m, ".2f"), _fmt(r.memory_mb, ".2f"),
+             _fmt(r.num_conv, "d"), _fmt(r.score, ".3f")] for r in rows]
 
 
 def plot_pareto(rows: list[Row], path: Path) -> None:
@@ -264,8 +275,9 @@ def _markdown(rows: list[Row], notes: list[str], year: int, base: Row | None) ->
     lines.append("|" + "---|" * len(TABLE_HEAD))
     for cells in table_rows(rows):
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "FLOPs are GMACs (one multiply-add = 1, the NTIRE convention) at the input size recorded in each "
-              "results.json. Every row states its measurement mode.", ""]
+    lines += ["", "FLOPs are GMACs (one multiply-add = 1, the NTIRE convention) counted from the exported graph at the "
+              "LR size in 'FLOPs at LR'; scores compare rows counted at the same size. Every row states its "
+              "measurement mode.", ""]
     lines.append(f"## NTIRE score ({year} weights {SCORE_WEIGHTS[year]})")
     lines.append("")
     lines.append(f"Baseline: {base.key} measured on {' / '.join(base.platform)}" if base else "Baseline: none measured")
