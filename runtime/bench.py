@@ -231,6 +231,9 @@ def _torch_path(cfg: BenchConfig, log: Callable[[str], None]) -> tuple[Predictor
         stats["flops_tool"] = "fvcore FlopCountAnalysis (NTIRE convention)"
     except MissingDependencyError as exc:
         log(f"FLOPs: not counted ({exc})")
+    from .graphstats import torch_activations
+
+    stats["activations"], stats["num_conv"] = torch_activations(m, (cfg.flops_size.h, cfg.flops_size.w))
     return (torch_predictor(m, cfg.scale, cfg.device, cudnn_benchmark=cfg.mode == "steady"),
             cfg.name or f"{cfg.model}_x{cfg.scale}_torch", cfg.weights is None, stats)
 

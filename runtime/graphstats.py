@@ -528,3 +528,28 @@ def fvcore_gmacs(model: Any, input_hw: tuple[int, int] = (256, 256)) -> float:
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     return float(analysis.total()) / 1e9
+
+
+def torch_activations(model: Any, input_hw: tuple[int, int] = (256, 256)) -> tuple[int, int]:
+    """The NTIRE hook convention: (elements of all ``nn.Conv2d`` outputs, number of Conv2d calls).
+
+    Functional ``F.conv2d`` calls are invisible to these hooks, as in the official harness.
+    """
+    from srdeploy.errors import require
+
+    torch = require("torch", "torch")
+    counts = [0, 0]
+
+    def hook(_m: Any, _i: Any, out: Any) -> None:
+        counts[0] += int(out.numel())
+        counts[1] += 1
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d)]  # type: ignore[attr-defined]
+    try:
+        with torch.no_grad():  # type: ignore[attr-defined]
+            model(torch.rand(1, 3, *input_hw))  # type: ignore[attr-defined]
+    finally:
+        for h in handles:
+            h.remove()
+    return counts[0], counts[1]

@@ -126,6 +126,10 @@ def test_agrees_with_fvcore_on_plugin_free_graphs(name: str, tmp_path) -> None:
     s = graph_stats(_export(m, (1, 3, 32, 32), tmp_path / f"{name}.onnx"), (1, 3, 256, 256))
     assert abs(s.macs_fvcore_convention / 1e9 - ref) / ref < 0.01
     assert abs(s.gmacs - ref) / ref < 0.01
+    # no functional convolutions in these baselines: the NTIRE hooks see every Conv node
+    from srdeploy.runtime.graphstats import torch_activations
+
+    assert torch_activations(m, (256, 256)) == (s.activations, s.num_conv)
 
 
 PUBLISHED = [  # (registry name, scale, LR HxW, published GMACs, relative tolerance)
