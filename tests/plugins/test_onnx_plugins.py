@@ -189,7 +189,8 @@ def test_fp16_plugin_graph_cast_wrapped_in_a_subprocess(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_esc_plugin_graph_equals_portable_graph(tmp_path: Path) -> None:
-    """Small ESC (esc.light, one 32x32 window, odd width): plugin graph == portable graph (fp32)."""
+    """Small ESC (esc.light), dynamic LR size: plugin graph == portable graph (fp32) at two odd
+    sizes (2 and 4 windows of 32x32 per attention layer)."""
     models = pytest.importorskip("srdeploy.models")
     if "esc.light" not in models.list_models():
         pytest.skip("models/esc.py (esc.light) is not registered")
@@ -201,14 +202,19 @@ def test_esc_plugin_graph_equals_portable_graph(tmp_path: Path) -> None:
     assert apply_plugins(plugged) == [WINDOW_ATTENTION]
     n_attention = sum(1 for mod in plugged.modules() if mod.__dict__.get("core") is not None)
     x = seeded_input((1, 3, 32, 40), 0)
-    _export(model, (x,), tmp_path / "esc.onnx", (["lr"], ["sr"]))
-    mp = _export(plugged, (x,), tmp_path / "esc_plugins.onnx", (["lr"], ["sr"]))
+    dyn = {"x": {2: torch.export.Dim("h", min=17, max=512), 3: torch.export.Dim("w", min=17, max=512)}}
+    _export(model, (x,), tmp_path / "esc.onnx", (["lr"], ["sr"]), dynamic_shapes=dyn)
+    mp = _export(plugged, (x,), tmp_path / "esc_plugins.onnx", (["lr"], ["sr"]), dynamic_shapes=dyn)
     assert len(plugin_nodes(mp)) == n_attention > 0
     ort = pytest.importorskip("onnxruntime")
     portable = ort.InferenceSession(str(tmp_path / "esc.onnx"), providers=["CPUExecutionProvider"])
-    ref = portable.run(None, {"lr": x.numpy()})[0]
-    out = ort_session(tmp_path / "esc_plugins.onnx").run(None, {"lr": x.numpy()})[0]
-    assert _rel(out, ref) <= 1e-5
+    sess = ort_session(tmp_path / "esc_plugins.onnx")
+    for shape in ((1, 3, 32, 40), (1, 3, 41, 33)):
+        xi = seeded_input(shape, 1).numpy()
+        ref = portable.run(None, {"lr": xi})[0]
+        out = sess.run(None, {"lr": xi})[0]
+        assert out.shape == (1, 3, 2 * shape[2], 2 * shape[3])
+        assert _rel(out, ref) <= 1e-5
 
 
 @pytest.mark.slow
