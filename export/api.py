@@ -335,7 +335,7 @@ def export_model(
         import torch
 
         lo = profile.min if from_flags else Size(max(desc.min_size, 16), max(desc.min_size, 16))
-        example = torch.from_numpy(make_inputs([Case(1, lo)], None, seed)[0][1])
+        example = torch.from_numpy(make_inputs([Case(2, lo)], None, seed)[0][1])  # N=2: N=1 would specialise
         dyn: dict[str, dict[int, tuple[str, int]]] = {"lr": {0: ("N", 1)}}
         if static_s is None:
             dyn["lr"].update({2: ("H", max(desc.min_size, 2)), 3: ("W", max(desc.min_size, 2))})

@@ -100,9 +100,12 @@ def compare(out: np.ndarray, ref: np.ndarray, ref64: np.ndarray | None = None) -
     diff = np.abs(np.nan_to_num(o, nan=np.inf) - r)
     peak = max(float(np.abs(r).max()), 1e-12)
     mse = float(np.mean(np.square(diff))) if diff.size else 0.0
-    psnr = math.inf if mse == 0.0 else 10.0 * math.log10(peak * peak / mse)
     if not math.isfinite(mse):
         psnr = -math.inf
+    elif mse == 0.0:
+        psnr = math.inf
+    else:
+        psnr = 10.0 * math.log10(peak * peak / mse)
     max_abs = float(diff.max()) if diff.size else 0.0
     return Comparison(
         max_abs=max_abs,

@@ -409,6 +409,7 @@ def convert(
         if k in info.data_tensors
     }
     shapes = {k: tuple(v.shape) for k, v in values.items()}
+    shapes.update({k: tuple(v.shape) for k, v in feed.items()})  # graph inputs are not re-emitted
     limit = FP16_MAX / overflow_margin
     islands = _islands(base, info, magnitudes, limit, extra_islands or {})
     half_nodes = info.data_nodes - set(islands)

@@ -52,7 +52,7 @@ def export_two_graphs(prepared: Prepared, lo: int, opset: int, exporter: Exporte
     model = prepared.module
     enc = model.encoder_module().eval()
     dec = model.decoder_module().eval()
-    x = seeded_input((1, 3, lo, lo), seed)
+    x = seeded_input((2, 3, lo, lo), seed)  # N=2: an example N=1 would specialise the batch
     hmin = max(prepared.descriptor.min_size, 2)
     e = onnx_from_torch(
         enc,
@@ -65,8 +65,8 @@ def export_two_graphs(prepared: Prepared, lo: int, opset: int, exporter: Exporte
     with torch.inference_mode():
         fk, fv = enc(x)
     q = 37
-    coord = torch.from_numpy(make_coord(2 * lo, 2 * lo)[:q]).unsqueeze(0)
-    cell = torch.from_numpy(make_cell(2 * lo, 2 * lo, q)).unsqueeze(0)
+    coord = torch.from_numpy(make_coord(2 * lo, 2 * lo)[:q]).unsqueeze(0).expand(2, q, 2).contiguous()
+    cell = torch.from_numpy(make_cell(2 * lo, 2 * lo, q)).unsqueeze(0).expand(2, q, 2).contiguous()
     spatial = {0: ("N", 1), 2: ("H", hmin), 3: ("W", hmin)}
     d = onnx_from_torch(
         dec,

@@ -131,13 +131,15 @@ def _dynamo_export(
         shapes[pname] = {ax: torch.export.Dim(dim, min=lo, max=1 << 15) for ax, (dim, lo) in axes.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # One non-strict torch.export: a model that specialises a dynamic size fails here at once,
+        # instead of going through torch.onnx's strict and draft-export retries (minutes each).
+        program = torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
         prog = torch.onnx.export(
-            module,
+            program,
             example,
             input_names=list(input_names),
             output_names=list(output_names),
             dynamo=True,
-            dynamic_shapes=shapes,
             opset_version=opset,
             optimize=True,
             verbose=False,
