@@ -8,9 +8,11 @@
   (``local_ensemble(query, keys, values)``),
 
 for functions that emit one ``trt.plugins::SRWindowAttention`` / ``CiaoSRLocalEnsemble`` node
-during ONNX export (``torch.onnx.ops.symbolic``) and run the independent PyTorch reference of
-:mod:`srdeploy.plugins.reference` otherwise. Export the model with the default (dynamo)
-exporter after calling it; call it on a copy if the portable model is still needed.
+during ONNX export and run the independent PyTorch reference of :mod:`srdeploy.plugins.reference`
+otherwise. The dynamo exporter (default) gets the node from ``torch.onnx.ops.symbolic``; the
+legacy TorchScript exporter (``dynamo=False``, e.g. an "auto" fallback) from an
+``autograd.Function`` whose ``symbolic`` emits the same node. Call it on a copy if the portable
+model is still needed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,40 @@ def _plugin_attrs(op_type: str) -> dict[str, Any]:
     return {"plugin_version": spec.plugin_version, "plugin_namespace": spec.plugin_namespace}
 
 
+def _legacy_export() -> bool:
+    """True inside the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``)."""
+    return torch.onnx.is_in_onnx_export() and not (torch.compiler.is_exporting() or torch.compiler.is_compiling())
+
+
+class _LegacyWindowAttention(torch.autograd.Function):
+    """TorchScript-exporter path: ``symbolic`` emits the plugin node, ``forward`` the reference."""
+
+    @staticmethod
+    def forward(ctx: Any, q, k, v, table, window: int, bias_index: str, scale: float):  # type: ignore[no-untyped-def]
+        return window_attention_ref(q, k, v, table, window=window, bias_index=bias_index, scale=scale)  # type: ignore[arg-type]
+
+    @staticmethod
+    def symbolic(g, q, k, v, table, window: int, bias_index: str, scale: float):  # type: ignore[no-untyped-def]
+        out = g.op(
+            f"{PLUGIN_DOMAIN}::{WINDOW_ATTENTION}", q, k, v, table, window_i=window, bias_index_s=bias_index,
+            scale_f=scale, plugin_version_s="1", plugin_namespace_s="",
+        )  # fmt: skip
+        out.setType(q.type())
+        return out
+
+
+class _LegacyLocalEnsemble(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, query, keys, values):  # type: ignore[no-untyped-def]
+        return local_ensemble_ref(query, keys, values)
+
+    @staticmethod
+    def symbolic(g, query, keys, values):  # type: ignore[no-untyped-def]
+        return g.op(
+            f"{PLUGIN_DOMAIN}::{LOCAL_ENSEMBLE}", query, keys, values, plugin_version_s="1", plugin_namespace_s=""
+        )
+
+
 def plugin_window_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -45,6 +81,9 @@ def plugin_window_attention(
     """Contract-A function: one SRWindowAttention node at export, the reference otherwise."""
     if bias_index not in ("k-q", "q-k"):
         raise ValueError(f"bias_index must be 'k-q' or 'q-k', got {bias_index!r}")
+    if _legacy_export():
+        s = float(q.shape[-1] ** -0.5 if scale is None else scale)
+        return _LegacyWindowAttention.apply(q, k, v, bias_table, int(window), bias_index, s)
     if torch.onnx.is_in_onnx_export():
         head_dim = int(q.shape[-1])
         attrs: dict[str, Any] = {
@@ -67,6 +106,8 @@ def plugin_window_attention(
 
 def plugin_local_ensemble(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Contract-B function: one CiaoSRLocalEnsemble node at export, the reference otherwise."""
+    if _legacy_export():
+        return _LegacyLocalEnsemble.apply(query, keys, values)
     if torch.onnx.is_in_onnx_export():
         return torch.onnx.ops.symbolic(
             f"{PLUGIN_DOMAIN}::{LOCAL_ENSEMBLE}",

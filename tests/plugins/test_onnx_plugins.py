@@ -121,8 +121,13 @@ def test_window_attention_node_fp32_and_dynamic_windows(tmp_path: Path) -> None:
     nodes = plugin_nodes(m)
     assert [n.op_type for n in nodes] == [WINDOW_ATTENTION] and nodes[0].domain == PLUGIN_DOMAIN
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
-    assert attrs == {"window": 8, "bias_index": b"q-k", "scale": pytest.approx(0.3), "plugin_version": b"1",
-                     "plugin_namespace": b""}  # fmt: skip
+    assert attrs == {
+        "window": 8,
+        "bias_index": b"q-k",
+        "scale": pytest.approx(0.3),
+        "plugin_version": b"1",
+        "plugin_namespace": b"",
+    }
     assert not m.functions, "no FunctionProto may shadow the plugin (TensorRT 10.3 would import it)"
     onnx.checker.check_model(m)
     sess = ort_session(tmp_path / "wa.onnx")
@@ -254,3 +259,38 @@ def test_run_isolated_reports_a_failing_child(tmp_path: Path) -> None:
     bogus.write_bytes(b"not an onnx file")
     with pytest.raises(BackendError, match="failed in ONNX Runtime"):
         run_isolated(bogus, {"x": np.zeros((1,), np.float32)})
+
+
+@pytest.mark.parametrize("which", ["attention", "ensemble"])
+def test_legacy_torchscript_exporter_emits_the_same_nodes(tmp_path: Path, which: str) -> None:
+    """An exporter falling back to dynamo=False still gets plugin nodes, never the decomposition."""
+    torch.manual_seed(4)
+    model, x, name, op = (
+        (TinyWindowAttention().eval(), torch.randn(3, 64, 32), "x", WINDOW_ATTENTION)
+        if which == "attention"
+        else (TinyEnsemble().eval(), torch.randn(7, 12), "query", LOCAL_ENSEMBLE)
+    )
+    apply_plugins(model)
+    path = tmp_path / "legacy.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            input_names=[name],
+            output_names=["y"],
+            dynamo=False,
+            custom_opsets={PLUGIN_DOMAIN: 1},
+            opset_version=17,
+        )
+    m = onnx.load(str(path))
+    nodes = plugin_nodes(m)
+    assert [n.op_type for n in nodes] == [op]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
+    assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b""
+    if which == "attention":
+        assert attrs["window"] == 8 and attrs["bias_index"] == b"q-k" and attrs["scale"] == pytest.approx(0.3)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert _rel(ort_session(path).run(None, {name: x.numpy()})[0], ref) <= 1e-5
