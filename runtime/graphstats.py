@@ -139,7 +139,8 @@ def load_onnx(model: str | os.PathLike[str] | bytes | Any) -> Any:
     except SrdeployError:
         raise
     except Exception as exc:  # onnx raises DecodeError, ValueError, OSError... for corrupt files
-        raise BackendError(f"{model} is not a valid ONNX model ({type(exc).__name__}: {exc}); re-export it") from exc
+        what = "the given bytes" if isinstance(model, bytes) else str(model)
+        raise BackendError(f"{what} is not a valid ONNX model ({type(exc).__name__}: {exc}); re-export it") from exc
 
 
 def _fix_input(model: Any, input_shapes: Mapping[str, Shape]) -> Any:
@@ -353,7 +354,8 @@ def _node_macs(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> 
         return math.prod(batch) * a[-2] * a[-1] * b[-1]
     if op == "Einsum":
         # Every distinct index letter of the equation spans one loop: MACs = product of all sizes.
-        eq = str(_attr(node, "equation", b"")).replace(" ", "")
+        raw = _attr(node, "equation", b"")
+        eq = (raw.decode() if isinstance(raw, bytes) else str(raw)).replace(" ", "")
         lhs = eq.split("->")[0].split(",")
         sizes: dict[str, int] = {}
         for term, shp in zip(lhs, ins, strict=False):

@@ -212,26 +212,25 @@ def plot_pareto(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    pts = [r for r in rows if r.runtime_ms is not None]
-    for r in pts:
+    pts = [(r, r.runtime_ms) for r in rows if r.runtime_ms is not None]
+    for r, ms in pts:
         psnr = r.valid_psnr if r.valid_psnr is not None else 0.0
         size = 40 + 3000 * (r.params_m or 0.0)
-        ax.scatter([r.runtime_ms], [psnr], s=size, alpha=0.5, edgecolors="black",
-                   hatch="//" if r.random_weights else None)
-        ax.annotate(r.key, (r.runtime_ms, psnr), fontsize=8, ha="center", va="bottom")
-    front = []
+        ax.scatter([ms], [psnr], s=size, alpha=0.5, edgecolors="black", hatch="//" if r.random_weights else None)
+        ax.annotate(r.key, (ms, psnr), fontsize=8, ha="center", va="bottom")
+    front: list[tuple[float, float]] = []
     best = -math.inf
-    for r in sorted(pts, key=lambda r: r.runtime_ms or 0.0):
+    for r, ms in sorted(pts, key=lambda p: p[1]):
         if r.valid_psnr is not None and r.valid_psnr > best:
             best = r.valid_psnr
-            front.append(r)
+            front.append((ms, r.valid_psnr))
     if len(front) > 1:
-        ax.plot([r.runtime_ms for r in front], [r.valid_psnr for r in front], "k--", lw=0.8, label="Pareto front")
+        ax.plot([f[0] for f in front], [f[1] for f in front], "k--", lw=0.8, label="Pareto front")
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("runtime per image [ms] (mean of set means)")
     ax.set_ylabel("valid PSNR (RGB) [dB]")
     title = "PSNR vs runtime (bubble area = parameters)"
-    if any(r.random_weights for r in pts):
+    if any(r.random_weights for r, _ in pts):
         title += "\nhatched: random weights, PSNR meaningless"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

@@ -341,7 +341,8 @@ class TrtRunner(Runner):
         self._ctx = self._engine.create_execution_context()
         self._stream = self._check(cudart.cudaStreamCreate())
         self._trt = trt
-        ins, outs = [], []
+        ins: list[TensorMeta] = []
+        outs: list[TensorMeta] = []
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))

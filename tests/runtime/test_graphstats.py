@@ -55,6 +55,13 @@ def test_convtranspose_gemm_matmul() -> None:
     assert s.macs == conv_t + gemm + matmul
 
 
+def test_einsum() -> None:
+    m = _model([helper.make_node("Einsum", ["a", "b"], ["y"], equation="bhqd, bhkd -> bhqk")],
+               [_inp("a", [2, 3, 5, 4]), _inp("b", [2, 3, 7, 4])], {}, ["y"])
+    s = graph_stats(m, {"a": (2, 3, 5, 4), "b": (2, 3, 7, 4)})
+    assert s.macs == 2 * 3 * 5 * 7 * 4
+
+
 def test_plugin_nodes_counted_at_true_cost() -> None:
     bnw, heads, n, d = 6, 2, 16, 8
     nodes = [helper.make_node("SRWindowAttention", ["q", "k", "v", "t"], ["o"], domain="trt.plugins",
@@ -166,4 +173,6 @@ def test_published_figures(name: str, scale: int, hw: tuple[int, int], published
     path = _export(m, (1, 3, *small), tmp_path / "m.onnx", dynamic=True)
     s = graph_stats(path, (1, 3, *hw), observe=False)
     assert abs(s.gmacs - published) / published <= tol, f"{name}: {s.gmacs:.2f} G vs published {published} G"
+    fv = s.macs_fvcore_convention / 1e9  # + norms/resizes as fvcore counts them
+    assert abs(fv - published) / published <= tol, f"{name}: {fv:.2f} G (fvcore convention) vs {published} G"
     assert s.params > 0
