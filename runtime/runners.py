@@ -263,8 +263,8 @@ class OrtRunner(Runner):
         if self.device_kind != "cpu":
             return MemoryReport(0, "device memory of ONNX Runtime GPU providers is not observable; not measured")
         peak = max(memory.peak_rss_bytes() - self._rss_base, 0)
-        return MemoryReport(peak, "CPU peak RSS delta (VmHWM minus RSS at the start of the window): weights, "
-                                  "arena and activations of ONNX Runtime, plus host buffers")
+        return MemoryReport(peak, "CPU peak RSS delta (VmHWM minus RSS at the start of the window): ONNX Runtime "
+                                  "arena, activations and host buffers allocated in the window")
 
 
 def _ort_shape(shape: list[Any]) -> tuple[int | None, ...]:

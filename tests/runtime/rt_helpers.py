@@ -87,3 +87,48 @@ def run_without_torch(args: list[str], tmp_path: Path, timeout: int = 300) -> su
     env["OMP_NUM_THREADS"] = "1"
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=tmp_path)
+
+
+def implicit_pair(folder: Path, stem: str = "fake_ciao", d: int = 2) -> Path:
+    """A stand-in CiaoSR encoder/decoder pair (contract C): the decoder samples ``lr`` bilinearly at ``coord``.
+
+    encoder: lr -> feat_k (N, 9d, H, W), feat_v (N, 10d, H, W) (1x1 convs of lr);
+    decoder: (feat_k, feat_v, lr, coord (N,Q,2) row/col in [-1,1], cell) -> rgb (N, Q, 3).
+    """
+    rng = np.random.default_rng(0)
+    enc = helper.make_graph(
+        [helper.make_node("Conv", ["lr", "wk"], ["feat_k"]), helper.make_node("Conv", ["lr", "wv"], ["feat_v"])],
+        "encoder",
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("feat_k", TensorProto.FLOAT, ["N", 9 * d, "H", "W"]),
+         helper.make_tensor_value_info("feat_v", TensorProto.FLOAT, ["N", 10 * d, "H", "W"])],
+        [numpy_helper.from_array(rng.standard_normal((9 * d, 3, 1, 1)).astype(np.float32), "wk"),
+         numpy_helper.from_array(rng.standard_normal((10 * d, 3, 1, 1)).astype(np.float32), "wv")],
+    )
+    dec = helper.make_graph(
+        [helper.make_node("Gather", ["coord", "xy"], ["grid_q"], axis=2),  # (row, col) -> (x, y)
+         helper.make_node("Unsqueeze", ["grid_q", "ax1"], ["grid"]),  # (N, 1, Q, 2)
+         helper.make_node("GridSample", ["lr", "grid"], ["s"], align_corners=0, mode="linear",
+                          padding_mode="border"),
+         helper.make_node("Squeeze", ["s", "ax2"], ["s3"]),  # (N, 3, Q)
+         helper.make_node("Transpose", ["s3"], ["rgb"], perm=[0, 2, 1])],
+        "decoder",
+        [helper.make_tensor_value_info("feat_k", TensorProto.FLOAT, ["N", 9 * d, "H", "W"]),
+         helper.make_tensor_value_info("feat_v", TensorProto.FLOAT, ["N", 10 * d, "H", "W"]),
+         helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+         helper.make_tensor_value_info("coord", TensorProto.FLOAT, ["N", "Q", 2]),
+         helper.make_tensor_value_info("cell", TensorProto.FLOAT, ["N", "Q", 2])],
+        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, ["N", "Q", 3])],
+        [numpy_helper.from_array(np.array([1, 0], np.int64), "xy"),
+         numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+         numpy_helper.from_array(np.array([2], np.int64), "ax2")],
+    )
+    for role, g in (("encoder", enc), ("decoder", dec)):
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+        m.ir_version = 9
+        for k, v in {"srdeploy.model": "fake_ciao", "srdeploy.scale": "4", "srdeploy.graph": role,
+                     "srdeploy.weights_sha256": ""}.items():
+            m.metadata_props.add(key=k, value=v)
+        onnx.checker.check_model(m)
+        onnx.save(m, str(folder / f"{stem}.{role}.onnx"))
+    return folder / f"{stem}.encoder.onnx"

@@ -53,7 +53,9 @@ def test_bench_and_report_without_torch(tmp_path: Path, data_dir: Path) -> None:
     assert e["valid_ave_runtime"] == pytest.approx(sum(e["valid_runtime"]) / 2)
     assert all(10 < p < 60 for p in e["valid_psnr"] + e["test_psnr"])  # tiny net = nearest upscale + noise
     assert e["num_conv"] == 2 and e["num_parameters"] == pytest.approx((8 * 27 + 8 + 12 * 72 + 12) / 1e6)
-    assert e["flops"] == pytest.approx((8 * 27 + 12 * 72) * 256 * 256 / 1e9)
+    # fvcore convention: conv MACs + 1 per output element of the nearest Resize
+    assert e["flops"] == pytest.approx(((8 * 27 + 12 * 72) * 256 * 256 + 3 * 512 * 512) / 1e9)
+    assert e["srdeploy"]["graph_stats"]["gmacs"] == pytest.approx((8 * 27 + 12 * 72) * 256 * 256 / 1e9)
     ours = e["srdeploy"]
     assert ours["mode"] == "ntire" and ours["warmup"] == 0 and ours["random_weights"] is True
     assert "synchronous CPU" in ours["clock"] and "never reset" in ours["memory_note"]
