@@ -139,6 +139,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         art: Artifact | None = None
         random_weights = cfg.weights is None
         precision = cfg.precision or "fp32"
+        if cfg.backend == "torch" and not cfg.model:
+            raise SrdeployError("--backend torch runs PyTorch models: give --model NAME (not --onnx/--engine)")
+        if cfg.backend == "torch" and precision != "fp32":
+            raise SrdeployError("--backend torch measures fp32 eager models (as the NTIRE harness); drop --precision")
         if cfg.model and cfg.backend == "torch":
             predictor, key, random_weights, stats = _torch_path(cfg, log)
             scale = int(predictor.scale)

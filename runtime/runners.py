@@ -385,7 +385,7 @@ class TrtRunner(Runner):
         start = self._check(cudart.cudaEventCreate())
         end = self._check(cudart.cudaEventCreate())
         self._check(cudart.cudaEventRecord(start, self._stream))
-        if not self._ctx.execute_async_v3(self._stream):
+        if not self._ctx.execute_async_v3(int(self._stream)):
             raise BackendError("TensorRT execution failed; run with a verbose TensorRT logger to see why")
         self._check(cudart.cudaEventRecord(end, self._stream))
         for name, out in host_out.items():

@@ -132,7 +132,8 @@ class _Checker(HTMLParser):
         ("corrupt_onnx", "not a valid ONNX model"),
         ("corrupt_engine", "install"),
         ("two_sources", "exactly one of"),
-        ("model_no_export", ""),
+        ("model_no_export", "needs the exporter and PyTorch"),
+        ("torch_with_onnx", "give --model NAME"),
     ],
 )
 def test_bad_inputs_give_one_line_errors(case: str, message: str, tmp_path: Path, data_dir: Path) -> None:
@@ -161,6 +162,9 @@ def test_bad_inputs_give_one_line_errors(case: str, message: str, tmp_path: Path
         args = ["--engine", str(eng), "--scale", "2", "--data", str(data)]
     elif case == "two_sources":
         args += ["--synthetic", "8x8"]
+    elif case == "torch_with_onnx":
+        make_dataset(data, data_dir, scale=2)
+        args += ["--backend", "torch"]
     elif case == "model_no_export":
         args = ["--model", "rlfn", "--scale", "4", "--synthetic", "8x8"]
     r = run_without_torch(_cli("bench", *args, "--no-progress", "-o", str(tmp_path / "out")), tmp_path)
