@@ -406,10 +406,24 @@ def results_txt(results: dict[str, Any]) -> str:
 
 
 def write_results(outdir: str | Path, results: dict[str, Any], log_lines: Sequence[str]) -> list[Path]:
-    """Write ``results.json``, ``results.txt`` and ``bench.log`` atomically into ``outdir``."""
+    """Write ``results.json``, ``results.txt`` and ``bench.log`` atomically into ``outdir``.
+
+    Like the NTIRE harness, an existing ``results.json`` in ``outdir`` is kept and updated by model
+    key, so several runs into one folder build one table.
+    """
     from srdeploy.atomic import staged_dir
 
     outdir = Path(outdir)
+    previous = outdir / "results.json"
+    if previous.is_file():
+        try:
+            old = json.loads(previous.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SrdeployError(
+                f"{previous} exists but is not valid JSON ({exc}); remove it or use another -o"
+            ) from exc
+        if isinstance(old, dict):
+            results = {**{k: v for k, v in old.items() if k not in results}, **results}
     with staged_dir(outdir) as stage:
         (stage / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
         (stage / "results.txt").write_text(results_txt(results))

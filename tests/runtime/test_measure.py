@@ -86,3 +86,20 @@ def test_lr_made_by_bicubic_when_no_lr_folder(tmp_path: Path, data_dir: Path) ->
     sets = load_sets(make_dataset(tmp_path, data_dir, scale=4, with_lr=False), 4)
     lr, hr, how = sets["valid"][0].load(4)
     assert hr is not None and lr.shape[0] * 4 == hr.shape[0] and "bicubic" in how
+
+
+def test_results_json_accumulates_by_model_key(tmp_path: Path) -> None:
+    import json
+
+    from srdeploy.runtime.measure import write_results
+
+    for key in ("a", "b", "a"):
+        res = measure(FakePredictor(), synthetic_set(8, 8, 1), 2, "ntire", progress=False)
+        entry = build_results(key, res, mode="ntire", scale=2, stats=None, predictor_info={}, clock="fake",
+                              memory_note="fake", precision="fp32", random_weights=True)
+        write_results(tmp_path, entry, ["log"])
+    assert sorted(json.loads((tmp_path / "results.json").read_text())) == ["a", "b"]
+    assert len((tmp_path / "results.txt").read_text().splitlines()) == 3
+    (tmp_path / "results.json").write_text("{broken")
+    with pytest.raises(SrdeployError, match="not valid JSON"):
+        write_results(tmp_path, entry, ["log"])
