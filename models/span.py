@@ -56,6 +56,7 @@ class SPAB(nn.Module):
 
 def _fold_conv3xc(state: Mapping[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold ``sk`` (1x1) + ``conv`` (1x1 -> 3x3 valid on a 1-padded input -> 1x1) into one 3x3 conv."""
+    dtype = state[f"{prefix}conv.0.weight"].dtype
     w1, b1 = state[f"{prefix}conv.0.weight"].double(), state[f"{prefix}conv.0.bias"].double()
     w2, b2 = state[f"{prefix}conv.1.weight"].double(), state[f"{prefix}conv.1.bias"].double()
     w3, b3 = state[f"{prefix}conv.2.weight"].double(), state[f"{prefix}conv.2.bias"].double()
@@ -66,7 +67,7 @@ def _fold_conv3xc(state: Mapping[str, torch.Tensor], prefix: str) -> tuple[torch
     # taps see b1, which is what the folded bias assumes.
     b = w3[:, :, 0, 0] @ (w2.sum((2, 3)) @ b1 + b2) + b3
     w = w + F.pad(sk_w, [1, 1, 1, 1])
-    return w.float(), (b + sk_b).float()
+    return w.to(dtype), (b + sk_b).to(dtype)  # folded in float64, returned in the checkpoint's dtype
 
 
 class SPAN(nn.Module):

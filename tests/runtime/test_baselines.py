@@ -80,3 +80,41 @@ def test_rlfn_works_on_0_255_internally() -> None:
             out = getattr(m, f"block_{i}")(out)
         raw = m.upsampler(m.conv_2(out) + feat)
         torch.testing.assert_close(m(x), raw / 255)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_span_matches_the_authors_fixture(scale: int, fixtures_dir) -> None:
+    """Their training-form SPAN (seeded sk/conv branches, run in float64) vs ours after ``remap_checkpoint``.
+
+    Compared in float64: with seeded weights this network amplifies fp32 rounding to 2-8e-5
+    relative (any seed, theirs or ours), so a float32 comparison cannot separate a semantic
+    difference from rounding; in float64 the match is exact to 1e-5 of the fp32-stored output.
+    """
+    from srdeploy.models._testing import load_fixture, rel_max_err, seeded_tensor
+
+    fx = load_fixture(fixtures_dir / "span" / f"span_x{scale}.npz")
+    model = models.build("span", scale)
+    seed = fx["meta"]["seed"]
+    state = {}
+    for key, value in model.state_dict().items():
+        if ".eval_conv." not in key:
+            state[key] = seeded_tensor(key, tuple(value.shape), seed)
+            continue
+        prefix = key.split("eval_conv.")[0]
+        if key.endswith("weight"):
+            cout, cin = value.shape[:2]
+            shapes = {"sk.weight": (cout, cin, 1, 1), "sk.bias": (cout,), "conv.0.weight": (2 * cin, cin, 1, 1),
+                      "conv.0.bias": (2 * cin,), "conv.1.weight": (2 * cout, 2 * cin, 3, 3),
+                      "conv.1.bias": (2 * cout,), "conv.2.weight": (cout, 2 * cout, 1, 1), "conv.2.bias": (cout,),
+                      "eval_conv.weight": tuple(value.shape), "eval_conv.bias": (cout,)}
+            for k, shp in shapes.items():
+                state[prefix + k] = seeded_tensor(prefix + k, shp, seed)
+    model.double()
+    model.load_state_dict(model.remap_checkpoint({k: v.double() for k, v in state.items()}), strict=True)
+    with torch.no_grad():
+        out = model(torch.from_numpy(fx["input"]).double())
+    assert rel_max_err(out, fx["output"]) <= 1e-5
+    model.float()
+    with torch.no_grad():
+        out32 = model(torch.from_numpy(fx["input"]))
+    assert rel_max_err(out32, fx["output"]) <= 2e-4  # fp32 rounding, amplified (see docstring)
