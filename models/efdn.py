@@ -112,7 +112,7 @@ class EFDN(nn.Module):
         scales=(2, 3, 4),
         input_range="0-1",
         size_multiple=1,
-        min_size=8,
+        min_size=15,  # ESA: a stride-2 3x3 conv then a 7x7 max pool: (15 - 3) // 2 + 1 = 7
         default_tiling=None,
         trt_profile=ShapeProfile(Size(16, 16), Size(180, 320), Size(540, 960)),
         fp16=True,

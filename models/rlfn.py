@@ -90,7 +90,7 @@ _PROFILE = ShapeProfile(Size(16, 16), Size(180, 320), Size(540, 960))
         scales=(2, 3, 4),
         input_range="0-255",
         size_multiple=1,
-        min_size=8,  # ESA: stride-2 3x3 conv then 7x7/3 max pool need >= 7 pixels after the conv
+        min_size=15,  # ESA: a stride-2 3x3 conv then a 7x7 max pool: (15 - 3) // 2 + 1 = 7
         default_tiling=None,
         trt_profile=_PROFILE,
         fp16=True,

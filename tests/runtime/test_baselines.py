@@ -118,3 +118,38 @@ def test_span_matches_the_authors_fixture(scale: int, fixtures_dir) -> None:
     with torch.no_grad():
         out32 = model(torch.from_numpy(fx["input"]))
     assert rel_max_err(out32, fx["output"]) <= 2e-4  # fp32 rounding, amplified (see docstring)
+
+
+def _rlfn_with(fx_state_seed: int) -> torch.nn.Module:
+    from srdeploy.models._testing import seeded_state_dict
+
+    model = models.build("rlfn", 4)
+    model.load_state_dict(seeded_state_dict(model.state_dict(), fx_state_seed), strict=True)
+    return model
+
+
+def test_rlfn_matches_the_authors_fixture(fixtures_dir) -> None:
+    """bytedance/RLFN ``RLFN_Prune`` (the NTIRE 2024 baseline) on 255 * x, / 255: keys and maths identical."""
+    from srdeploy.models._testing import load_fixture, rel_max_err
+
+    fx = load_fixture(fixtures_dir / "rlfn" / "rlfn_x4.npz")
+    model = _rlfn_with(fx["meta"]["seed"]).double()  # the reference ran in float64 (see the generator)
+    with torch.no_grad():
+        out = model(torch.from_numpy(fx["input"]).double())
+    assert rel_max_err(out, fx["output"]) <= 1e-5
+
+
+def test_rlfn_golden_with_released_weights(fixtures_dir) -> None:
+    """Their released rlfn_ntire_x4.pth on a baboon crop (the checkpoint is not bundled: set the path)."""
+    import os
+
+    from srdeploy.models._testing import load_fixture, rel_max_err
+
+    path = os.environ.get("SRDEPLOY_RLFN_NTIRE_X4")
+    if not path:
+        pytest.skip("set SRDEPLOY_RLFN_NTIRE_X4 to bytedance/RLFN model_zoo/rlfn_ntire_x4.pth to run this check")
+    fx = load_fixture(fixtures_dir / "rlfn" / "golden_baboon_x4.npz")
+    model = models.build("rlfn", 4, weights=path)
+    with torch.no_grad():
+        out = model(torch.from_numpy(fx["input"]))
+    assert rel_max_err(out, fx["output"]) <= 1e-5
