@@ -574,7 +574,7 @@ def _descriptor(name: str, variant: str | None, scales: tuple[int, ...], hparams
         variant=variant,
         scales=scales,
         input_range="0-1",
-        size_multiple=32,
+        size_multiple=1,  # any H, W >= 17: every attention layer pads internally (docs/esc.md)
         min_size=MIN_SIZE,
         default_tiling=_TILING,
         trt_profile=_PROFILE,

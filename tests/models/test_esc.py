@@ -49,7 +49,7 @@ def test_all_names_registered() -> None:
     for name in NAMES:
         d = descriptor(name)
         assert d.family == "esc"
-        assert d.input_range == "0-1" and d.min_size == 17 and d.size_multiple == 32
+        assert d.input_range == "0-1" and d.min_size == 17 and d.size_multiple == 1
         assert d.fp16 and d.needs_fusion
         assert d.weights_license == "MIT" and d.source == "dslisleedh/ESC@e7e6938"
         assert d.scales == ((4,) if name == "esc.real" else (2, 3, 4))
