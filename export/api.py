@@ -182,7 +182,7 @@ def _float64_reference(module: Any, probe: np.ndarray) -> Any:
     """The float64 reference, or None where the model cannot run in float64."""
     try:
         fn = torch_reference(module, "float64")
-        fn(probe[:1, :, : min(probe.shape[2], 16), : min(probe.shape[3], 16)])
+        fn(probe[:1])
     except (RuntimeError, TypeError):
         return None
     return fn
