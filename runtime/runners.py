@@ -263,8 +263,9 @@ class OrtRunner(Runner):
         if self.device_kind != "cpu":
             return MemoryReport(0, "device memory of ONNX Runtime GPU providers is not observable; not measured")
         peak = max(memory.peak_rss_bytes() - self._rss_base, 0)
-        return MemoryReport(peak, "CPU peak RSS delta (VmHWM minus RSS at the start of the window): ONNX Runtime "
-                                  "arena, activations and host buffers allocated in the window")
+        return MemoryReport(peak, "CPU peak RSS delta (VmHWM minus RSS at the start of the window, which opens "
+                                  "before the session is created): weights, ONNX Runtime arena, activations, "
+                                  "host buffers")
 
 
 def _ort_shape(shape: list[Any]) -> tuple[int | None, ...]:
