@@ -117,6 +117,9 @@ def open_artifact(path: str | os.PathLike[str]) -> Artifact:
     if p.suffix in (".engine", ".plan"):
         if not p.is_file():
             raise SrdeployError(f"engine file {p} does not exist; build one with sr-export --engine")
+        onnx_beside = folder / f"{stem}.onnx"
+        if onnx_beside.is_file():  # the graph the engine was built from: metadata and MAC counts
+            return Artifact(stem, "sr", {"engine": p, "onnx": onnx_beside}, _meta_from_onnx(onnx_beside), manifest)
         return Artifact(stem, "sr", {"engine": p}, {}, manifest)
     enc, dec, single = folder / f"{stem}.encoder.onnx", folder / f"{stem}.decoder.onnx", folder / f"{stem}.onnx"
     if enc.is_file() or dec.is_file() or p.name.endswith((".encoder.onnx", ".decoder.onnx")):

@@ -101,19 +101,21 @@ def export_for_bench(model: str, scale: int, weights: str | None, precision: str
 
 
 def _stats_for(art: Artifact, size: Size, log: Callable[[str], None]) -> dict[str, Any] | None:
-    if art.graph != "sr" or "sr" not in art.files:
-        log("graph statistics: skipped (engine files and encoder/decoder pairs are counted from their ONNX)")
+    graph = art.files.get("sr") or art.files.get("onnx")
+    if art.graph != "sr" or graph is None:
+        log("graph statistics: skipped (no single ONNX graph: an engine without its .onnx beside it, or an "
+            "encoder/decoder pair)")
         return None
     import onnx
 
-    proto = onnx.load(str(art.files["sr"]), load_external_data=False)
+    proto = onnx.load(str(graph), load_external_data=False)
     inp = proto.graph.input[0].type.tensor_type.shape.dim
     static = [d.dim_value if d.HasField("dim_value") else None for d in inp]
     shape = (1, 3, size.h, size.w)
     if len(static) == 4 and static[2] and static[3] and (static[2], static[3]) != (size.h, size.w):
         shape = (1, 3, static[2], static[3])
         log(f"graph statistics: the graph is static at {static[2]}x{static[3]}; counted there, not at {size}")
-    st = graph_stats(art.files["sr"], shape)
+    st = graph_stats(graph, shape)
     d = st.as_dict()
     log(f"graph statistics at LR {d['input_shape']}: {st.gmacs:.3f} GMACs, {st.params / 1e6:.4f} M params, "
         f"{st.num_conv} Conv ({st.shape_source})")

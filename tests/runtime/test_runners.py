@@ -111,3 +111,12 @@ def test_predictor_and_artifact(tmp_path) -> None:
 def test_registry_lists_backends() -> None:
     assert set(RUNNERS) == {"onnxruntime", "tensorrt", "torch"}
     assert RUNNERS["onnxruntime"].is_available()
+
+
+def test_engine_artifact_reads_the_onnx_beside_it(tmp_path) -> None:
+    from srdeploy.runtime.artifact import open_artifact
+
+    save_tiny(tmp_path, 3, stem="m_x3")
+    (tmp_path / "m_x3.engine").write_bytes(b"\x00")
+    art = open_artifact(tmp_path / "m_x3.engine")
+    assert set(art.files) == {"engine", "onnx"} and art.scale == 3
