@@ -222,14 +222,11 @@ class ConvolutionalAttention(nn.Module):
     def __init__(self, pdim: int) -> None:
         super().__init__()
         self.pdim = pdim
-        self.dwc_proj = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(pdim, pdim // 2, 1),
-            nn.GELU(),
-            nn.Conv2d(pdim // 2, pdim * 9, 1),
-        )
-        nn.init.zeros_(self.dwc_proj[-1].weight)
-        nn.init.zeros_(self.dwc_proj[-1].bias)
+        last = nn.Conv2d(pdim // 2, pdim * 9, 1)
+        nn.init.zeros_(last.weight)  # as the authors: the dynamic kernel starts at zero
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+        self.dwc_proj = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(pdim, pdim // 2, 1), nn.GELU(), last)
         self.form: DynamicForm = "grouped"
 
     def forward(self, x: torch.Tensor, lk_filter: torch.Tensor) -> torch.Tensor:
@@ -421,7 +418,7 @@ class ESC(_ESCBase):
         self._register_load_state_dict_pre_hook(self._symmetrise_loaded_kernel)
 
     def _make_head(self, dim: int, scale: int) -> None:
-        self.to_img = nn.Conv2d(dim, 3 * scale * scale, 3, padding=1)
+        self.to_img: nn.Module = nn.Conv2d(dim, 3 * scale * scale, 3, padding=1)
 
     def _symmetrise_loaded_kernel(self, state_dict, prefix, *args) -> None:  # type: ignore[no-untyped-def]
         # A checkpoint stores the RAW kernel; a fused model applies no D4 average in forward, so a
