@@ -235,14 +235,34 @@ class OrtRunner(Runner):
         self._sess = None
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float | None, str]:
+        if self.device_kind != "cpu":
+            return self._run_bound(feed)
         t0 = time.perf_counter()
         try:
             outs = self._sess.run(None, dict(feed))
         except Exception as exc:  # onnxruntime's runtime errors carry the node and shapes
             raise BackendError(f"ONNX Runtime failed to run ({' '.join(str(exc).split())[:300]})") from exc
         dt = (time.perf_counter() - t0) * 1e3
-        clock = ("host perf_counter around session.run (synchronous CPU execution)" if self.device_kind == "cpu"
-                 else "host perf_counter around session.run (includes host<->device copies)")
+        clock = "host perf_counter around session.run (synchronous CPU execution)"
+        return {m.name: o for m, o in zip(self.outputs, outs, strict=True)}, dt, clock
+
+    def _run_bound(self, feed: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float | None, str]:
+        """GPU providers: inputs and outputs bound on the GPU so the timed call excludes the copies."""
+        import onnxruntime as ort
+
+        try:
+            binding = self._sess.io_binding()
+            for name, arr in feed.items():
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
+            for meta in self.outputs:
+                binding.bind_output(meta.name, "cuda", 0)
+            t0 = time.perf_counter()
+            self._sess.run_with_iobinding(binding)  # returns after the CUDA stream is synchronised
+            dt = (time.perf_counter() - t0) * 1e3
+            outs = binding.copy_outputs_to_cpu()
+        except Exception as exc:  # onnxruntime's runtime errors carry the node and shapes
+            raise BackendError(f"ONNX Runtime failed to run ({' '.join(str(exc).split())[:300]})") from exc
+        clock = "host perf_counter around run_with_iobinding, I/O bound on the GPU (copies excluded)"
         return {m.name: o for m, o in zip(self.outputs, outs, strict=True)}, dt, clock
 
     def describe(self) -> dict[str, Any]:
