@@ -53,16 +53,17 @@ MIN_SIZE = 17  # reflect padding to the 32-pixel window needs a pad < the side, 
 DynamicForm = Literal["grouped", "shifted", "stacked"]
 
 # The dynamic 3x3 form that fuse() selects, chosen by measurement (ONNX Runtime 1.31 CPU, 1 thread,
-# one ConvAttn layer + its 1x1 aggr at 1x64x180x320 fp32, forms timed round-robin; min / median ms
-# over two runs on a shared, heavily loaded 2-core machine, so noisy; table in docs/esc.md):
-#   shifted  (9 Slice/Mul/Add, batch-correct)            183 / 623    377 / 705
-#   stacked  (Concat of 9 shifts, Mul, ReduceSum)        167 / 676    450 / 696
-#   dynamic-weight depthwise Conv (batch 1 only)         187 / 610    421 / 615
-#   3x3 merged into the 13x13 per sample (batch 1 only)  241 / 779    503 / 857
-#   static 13x13 alone (lower bound)                     198 / 638    326 / 638
-# "shifted" is within the noise of the fastest, keeps the batch dynamic, has no runtime conv weight
-# (TensorRT-friendly) and no 9x buffer. "grouped" (batch folded into the groups) is the eager
-# reference: exact, but its ONNX Conv `group` attribute would freeze the batch size.
+# one ConvAttn layer + its 1x1 aggr at 1x64x180x320 fp32, forms timed round-robin on a shared,
+# loaded 2-core machine; min / median ms of three runs, the last the quietest; docs/esc.md):
+#   shifted  (9 Slice/Mul/Add, batch-correct)            183/623  377/705  178/371
+#   stacked  (Concat of 9 shifts, Mul, ReduceSum)        167/676  450/696  180/382
+#   dynamic-weight depthwise Conv (batch 1 only)         187/610  421/615  177/343
+#   3x3 merged into the 13x13 per sample (batch 1 only)  241/779  503/857  215/446
+#   static 13x13 alone (lower bound)                     198/638  326/638  169/331
+# "shifted" is the fastest form that keeps the batch dynamic and has no runtime conv weight
+# (TensorRT-friendly) and no 9x buffer; the batch-1 dynamic-weight Conv is ~8% faster on ORT CPU.
+# "grouped" (batch folded into the groups) is the eager reference: exact, but its ONNX Conv
+# `group` attribute would freeze the batch size.
 FUSED_DYNAMIC_FORM: DynamicForm = "shifted"
 
 
