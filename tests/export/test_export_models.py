@@ -130,7 +130,7 @@ def test_a2n_fused_graph_has_one_conv_fewer_per_block(exports, name: str) -> Non
 
     res = exports.get(name)
     fused = onnx.load(res.onnx_path)
-    x = torch.from_numpy(_fresh_input(name))
+    x = torch.from_numpy(_fresh_input(name, batch=2))  # an example batch of 1 would fix N
     dyn = {"lr": {0: ("N", 1), 2: ("H", 2), 3: ("W", 2)}}
     unfused = onnx_from_torch(res.prepared.reference, (x,), dynamic_axes=dyn, exporter=res.manifest["onnx"]["exporter"])
     blocks = [f for f in res.prepared.fusions if f.startswith("A2B@")]
