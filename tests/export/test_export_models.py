@@ -168,3 +168,23 @@ def test_agdn_x2_fp16_real_weights_real_image(tmp_path, data_dir) -> None:
     assert res.validation.tolerance.min_psnr_db == 45.0
     worst = min(c.psnr_db for _, c in res.validation.results)
     assert worst >= 45.0 and res.fp16_report.fp16_mac_fraction >= 0.9
+
+
+@pytest.mark.parametrize("name", _params([n for n in list_models() if descriptor(n).scales is None]))
+def test_two_graph_export_encoder_decoder(exports, name: str) -> None:
+    """Arbitrary-scale models (contract C): encoder + decoder graphs, chunked pipeline validated."""
+    res = exports.get(name)
+    stem = res.stem
+    assert [p.name for p in res.files] == [f"{stem}.encoder.onnx", f"{stem}.decoder.onnx", f"{stem}.json"]
+    enc = onnx.load(res.outdir / f"{stem}.encoder.onnx")
+    dec = onnx.load(res.outdir / f"{stem}.decoder.onnx")
+    assert [o.name for o in enc.graph.output] == ["feat_k", "feat_v"]
+    assert [i.name for i in dec.graph.input] == ["feat_k", "feat_v", "lr", "coord", "cell"]
+    q_dim = dec.graph.input[3].type.tensor_type.shape.dim[1]
+    assert not q_dim.HasField("dim_value"), "the query axis must be dynamic"
+    roles = {m.graph.name: {p.key: p.value for p in m.metadata_props}["srdeploy.graph"] for m in (enc, dec)}
+    assert sorted(roles.values()) == ["decoder", "encoder"]
+    cases = [c["input"] for c in res.manifest["validation"]["cases"]]
+    assert res.validation.passed
+    assert len(cases) >= 11  # 3 inputs x (feat_k, feat_v, decoder) + 2 whole-pipeline scales
+    assert "trtexec --onnx=" in res.manifest["graphs"]["decoder"]["trtexec"]
