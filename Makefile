@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# type stubs for mypy on the TensorRT engine builder; --no-deps because the stubs package
+	# depends on tensorrt-cu12-libs, a stub that downloads from an index CI cannot reach
+	$(BIN)/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
 
 setup: $(STAMP)
