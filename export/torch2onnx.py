@@ -121,7 +121,10 @@ def _dynamo_export(
     output_names: Sequence[str],
     dynamic_axes: Mapping[str, Mapping[int, tuple[str, int]]],
     opset: int,
+    retries: bool = False,
 ) -> onnx.ModelProto:
+    """``retries=False``: one non-strict ``torch.export`` (fails fast on a specialised size);
+    ``retries=True``: torch.onnx's own cascade (strict, then draft export), slower but lenient."""
     import inspect
 
     params = [p for p in inspect.signature(module.forward).parameters if p != "self"]
@@ -133,17 +136,30 @@ def _dynamo_export(
         warnings.simplefilter("ignore")
         # One non-strict torch.export: a model that specialises a dynamic size fails here at once,
         # instead of going through torch.onnx's strict and draft-export retries (minutes each).
-        program = torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
-        prog = torch.onnx.export(
-            program,
-            example,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamo=True,
-            opset_version=opset,
-            optimize=True,
-            verbose=False,
-        )
+        if retries:
+            prog = torch.onnx.export(
+                module,
+                example,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamo=True,
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                optimize=True,
+                verbose=False,
+            )
+        else:
+            program = torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
+            prog = torch.onnx.export(
+                program,
+                example,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamo=True,
+                opset_version=opset,
+                optimize=True,
+                verbose=False,
+            )
     if prog is None:
         raise ExportError("torch.onnx.export returned no program")
     return prog.model_proto
@@ -209,13 +225,16 @@ def onnx_from_torch(
     dyn = dynamic_axes or {}
     t0 = time.perf_counter()
     notes: list[str] = []
-    order: list[str] = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    # auto: fast dynamo, then TorchScript, then dynamo with torch.onnx's lenient retries (CiaoSR's
+    # Col2Im has no TorchScript symbolic for dynamic sizes; the draft export keeps them dynamic)
+    order: list[str] = ["dynamo", "torchscript", "dynamo-retries"] if exporter == "auto" else [exporter]
     last: Exception | None = None
     for kind in order:
         try:
             with torch.no_grad():
-                if kind == "dynamo":
-                    proto = _dynamo_export(module, example, input_names, output_names, dyn, opset)
+                if kind.startswith("dynamo"):
+                    retries = kind == "dynamo-retries"
+                    proto = _dynamo_export(module, example, input_names, output_names, dyn, opset, retries)
                 else:
                     proto = _torchscript_export(module, example, input_names, output_names, dyn, opset)
         except Exception as exc:  # exporter internals raise many types; we report and fall back
