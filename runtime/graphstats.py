@@ -485,8 +485,13 @@ def graph_stats(
     params = 0
     # Resize roi/scales are float initializers but not weights; scalars are folded constants
     not_weights = {t for n in proto.graph.node if n.op_type == "Resize" for t in n.input[1:]}
+    # the fp16 pass keeps an fp32 copy of a weight that fp32 islands also read (e.g. ESC's shared
+    # 13x13 kernel): one weight stored in two precisions is one parameter tensor
+    names = {init.name for init in proto.graph.initializer}
     for init in proto.graph.initializer:
         if init.name in not_weights or math.prod(init.dims) <= 1:
+            continue
+        if init.name.endswith("__fp16") and init.name[: -len("__fp16")] in names:
             continue
         if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
                               onnx.TensorProto.DOUBLE):
@@ -498,7 +503,7 @@ def graph_stats(
     notes.append(
         "parameters = elements of the floating-point initializers of the deployed graph (scalars and Resize "
         "scales excluded; small constant buffers such as mean vectors are included, identical tensors "
-        "deduplicated by the exporter are counted once)"
+        "deduplicated by the exporter and fp32/fp16 copies of one weight are counted once)"
     )
     first = next(iter(input_shapes.values()))
     return GraphStats(

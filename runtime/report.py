@@ -201,7 +201,7 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     return [[r.key, r.backend, r.device, r.mode, r.precision, _psnr_cell(r.valid_psnr, r.random_weights),
              _psnr_cell(r.test_psnr, r.random_weights), _fmt(r.runtime_ms, ".2f"), _fmt(r.params_m, ".3f"),
              _fmt(r.flops_g, ".2f"), r.flops_input, _fmt(r.acts_m, ".2f"), _fmt(r.memory_mb, ".2f"),
-             _fmt(r.num_conv, "d"), _fmt(r.score, ".3f")] for r in rows]
+             _fmt(r.num_conv, "d"), _fmt(r.score, ".4g")] for r in rows]
 
 
 def plot_pareto(rows: list[Row], path: Path) -> None:

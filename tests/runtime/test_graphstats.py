@@ -175,3 +175,33 @@ def test_published_figures(name: str, scale: int, hw: tuple[int, int], trace: tu
     fv = s.macs_fvcore_convention / 1e9  # + norms/resizes as fvcore counts them
     assert abs(fv - published) / published <= tol, f"{name}: {fv:.2f} G (fvcore convention) vs {published} G"
     assert s.params > 0
+
+
+def test_fp32_and_fp16_copies_of_one_weight_count_once() -> None:
+    """The fp16 pass keeps an fp32 copy of weights that fp32 islands read; params count it once."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from srdeploy.runtime.graphstats import graph_stats
+
+    w = np.ones((4, 3, 3, 3), np.float32)
+    b = np.ones((4, 4, 1, 1), np.float32)
+    nodes = [
+        helper.make_node("Cast", ["lr"], ["x16"], to=TensorProto.FLOAT16),
+        helper.make_node("Conv", ["x16", "w__fp16"], ["y16"], pads=[1, 1, 1, 1]),
+        helper.make_node("Cast", ["y16"], ["y"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["lr", "w"], ["z"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["y", "z"], ["s"]),
+        helper.make_node("Conv", ["s", "b"], ["sr"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("sr", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w.astype(np.float16), "w__fp16"),
+         numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    stats = graph_stats(model, (1, 3, 8, 8))
+    assert stats.params == w.size + b.size
+    assert stats.macs == 2 * 8 * 8 * 4 * 27 + 8 * 8 * 4 * 4
