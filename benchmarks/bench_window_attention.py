@@ -98,21 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     major, minor = torch.cuda.get_device_capability()
     build_dir = build.libraries_for_gpu(args.build_dir, f"{major}{minor}", no_build=args.no_build)
     print(f"libraries: {build_dir}")
-    lib = ctypes.CDLL(str(build.library(build_dir, "kernels")))
-    lib.srdeploy_window_attention.restype = ctypes.c_int32
-    lib.srdeploy_window_attention.argtypes = [
-        ctypes.c_int32,
-        *[ctypes.c_void_p] * 4,
-        ctypes.c_int32,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int32,
-        ctypes.c_int32,
-        ctypes.c_int32,
-        ctypes.c_float,
-        ctypes.c_int32,
-        ctypes.c_void_p,
-    ]
+    lib = build.load_launchers(build_dir, "kernels")
 
     props = torch.cuda.get_device_properties(0)
     name = torch.cuda.get_device_name()

@@ -35,28 +35,7 @@ INVALID_WINDOW = -2  # SrStatus::kSrBadWindow
 
 
 def _load(build_dir: Path) -> tuple[ctypes.CDLL, ctypes.CDLL]:
-    kernels = ctypes.CDLL(str(build.library(build_dir, "kernels")))
-    harness = ctypes.CDLL(str(build.library(build_dir, "harness")))
-    wa_args = [
-        ctypes.c_int32,
-        *[ctypes.c_void_p] * 4,
-        ctypes.c_int32,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int32,
-        ctypes.c_int32,
-        ctypes.c_int32,
-        ctypes.c_float,
-        ctypes.c_int32,
-        ctypes.c_void_p,
-    ]
-    le_args = [ctypes.c_int32, *[ctypes.c_void_p] * 4, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p]
-    for lib, prefix in ((kernels, "srdeploy_"), (harness, "srdeploy_harness_")):
-        getattr(lib, prefix + "window_attention").argtypes = wa_args
-        getattr(lib, prefix + "window_attention").restype = ctypes.c_int32
-        getattr(lib, prefix + "local_ensemble").argtypes = le_args
-        getattr(lib, prefix + "local_ensemble").restype = ctypes.c_int32
-    return kernels, harness
+    return build.load_launchers(build_dir, "kernels"), build.load_launchers(build_dir, "harness")
 
 
 def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:

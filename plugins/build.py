@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -148,6 +149,39 @@ def library(build_dir: Path, name: str) -> Path:
     if not path.is_file():
         raise BackendError(f"{path} is missing; build it with: python -m srdeploy.plugins.build {build_dir}")
     return path
+
+
+# The C entry points' signatures (plugins/csrc/kernels_capi.cpp, plugin_harness.cpp), written once for
+# every ctypes caller: window_attention(ioType, q, k, v, table, tableType, out, batchWindows, heads,
+# window, headDim, scale, biasQMinusK, stream); local_ensemble(ioType, query, keys, values, out, nQueries,
+# c1, c2, stream)
+_WINDOW_ATTENTION_ARGS = [
+    ctypes.c_int32,
+    *[ctypes.c_void_p] * 4,
+    ctypes.c_int32,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int32,
+    ctypes.c_int32,
+    ctypes.c_int32,
+    ctypes.c_float,
+    ctypes.c_int32,
+    ctypes.c_void_p,
+]
+_LOCAL_ENSEMBLE_ARGS = [ctypes.c_int32, *[ctypes.c_void_p] * 4, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32,
+                        ctypes.c_void_p]
+
+
+def load_launchers(build_dir: Path, name: str = "kernels") -> ctypes.CDLL:
+    """Load the ``kernels`` (``srdeploy_*``) or ``harness`` (``srdeploy_harness_*``) library with the
+    launchers' ctypes signatures set (both return an int32 status, 0 on success)."""
+    lib = ctypes.CDLL(str(library(build_dir, name)))
+    prefix = "srdeploy_harness_" if name == "harness" else "srdeploy_"
+    for op, args in (("window_attention", _WINDOW_ATTENTION_ARGS), ("local_ensemble", _LOCAL_ENSEMBLE_ARGS)):
+        fn = getattr(lib, prefix + op)
+        fn.argtypes = args
+        fn.restype = ctypes.c_int32
+    return lib
 
 
 def libraries_for_gpu(build_dir: str | Path | None, arch: str, *, no_build: bool = False) -> Path:

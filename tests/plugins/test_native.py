@@ -85,24 +85,9 @@ def test_host_logic_under_valgrind(native_build: Path) -> None:
 
 def test_ctypes_entry_points_refuse_bad_arguments_without_a_gpu(native_build: Path) -> None:
     """The GPU harness's ctypes signatures resolve; invalid dims are refused before any launch."""
-    import ctypes
 
-    kernels = ctypes.CDLL(str(build.library(native_build, "kernels")))
+    kernels = build.load_launchers(native_build, "kernels")
     fn = kernels.srdeploy_window_attention
-    fn.restype = ctypes.c_int32
-    fn.argtypes = [
-        ctypes.c_int32,
-        *[ctypes.c_void_p] * 4,
-        ctypes.c_int32,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int32,
-        ctypes.c_int32,
-        ctypes.c_int32,
-        ctypes.c_float,
-        ctypes.c_int32,
-        ctypes.c_void_p,
-    ]
     assert fn(0, None, None, None, None, 0, None, 1, 1, 12, 16, 0.25, 0, None) == -2  # kSrBadWindow
     assert fn(0, None, None, None, None, 0, None, 1, 1, 8, 24, 0.25, 0, None) == -3  # kSrBadHeadDim
     assert fn(0, None, None, None, None, 0, None, 1, 1, 8, 16, -1.0, 0, None) == -5  # kSrBadScale
@@ -111,21 +96,10 @@ def test_ctypes_entry_points_refuse_bad_arguments_without_a_gpu(native_build: Pa
     odd, ok = 0x1008, 0x2000  # never dereferenced: alignment is checked before any launch
     assert fn(1, ok, odd, ok, ok, 0, ok, 1, 1, 8, 16, 0.25, 0, None) == -7  # kSrMisaligned
     le = kernels.srdeploy_local_ensemble
-    le.restype = ctypes.c_int32
-    le.argtypes = [
-        ctypes.c_int32,
-        *[ctypes.c_void_p] * 4,
-        ctypes.c_int64,
-        ctypes.c_int32,
-        ctypes.c_int32,
-        ctypes.c_void_p,
-    ]
     assert le(0, None, None, None, None, 5, 0, 3, None) == -4  # kSrBadShape
     assert le(0, None, None, None, None, 0, 4, 3, None) == 0  # nothing to do
-    harness = ctypes.CDLL(str(build.library(native_build, "harness")))
+    harness = build.load_launchers(native_build, "harness")
     h = harness.srdeploy_harness_window_attention
-    h.restype = ctypes.c_int32
-    h.argtypes = fn.argtypes
     assert h(0, None, None, None, None, 0, None, 1, 1, 12, 16, 0.25, 0, None) == -101  # creator refuses window 12
 
 
