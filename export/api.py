@@ -250,6 +250,26 @@ def graph_nodes(graph: onnx.ModelProto) -> list[onnx.NodeProto]:
     return list(fp16_pass.constants_to_initializers(copy.deepcopy(graph)).graph.node)
 
 
+def _manifest_head(
+    stem: str, props: dict[str, str], desc: Descriptor, prepared: Prepared, plugin_ops: list[str]
+) -> dict[str, Any]:
+    """The manifest fields shared by single-graph and encoder/decoder artifacts."""
+    return {
+        "stem": stem,
+        **{k.removeprefix("srdeploy."): v for k, v in props.items()},
+        "descriptor": desc.as_dict(),
+        "hparams": prepared.hparams,
+        "fusions": prepared.fusions,
+        "plugins": plugin_ops,
+        "weights": {
+            "kind": prepared.weights_kind,
+            "sha256": prepared.weights_sha256,
+            "file": os.path.basename(prepared.weights_path) if prepared.weights_path else None,
+            "license": desc.weights_license,
+        },
+    }
+
+
 def export_model(
     model: str,
     scale: int,
@@ -400,18 +420,7 @@ def export_model(
     plugin_libs = _plugin_libs(plugin_ops)
     engine_name = f"{stem}.engine"
     manifest: dict[str, Any] = {
-        "stem": stem,
-        **{k.removeprefix("srdeploy."): v for k, v in props.items()},
-        "descriptor": desc.as_dict(),
-        "hparams": prepared.hparams,
-        "fusions": prepared.fusions,
-        "plugins": plugin_ops,
-        "weights": {
-            "kind": prepared.weights_kind,
-            "sha256": prepared.weights_sha256,
-            "file": os.path.basename(prepared.weights_path) if prepared.weights_path else None,
-            "license": desc.weights_license,
-        },
+        **_manifest_head(stem, props, desc, prepared, plugin_ops),
         "onnx": {
             "file": f"{stem}.onnx",
             "sha256": sha256_bytes(data),
@@ -579,18 +588,7 @@ def _export_two_graph_model(
         plugins=plugin_ops,
     )
     manifest: dict[str, Any] = {
-        "stem": stem,
-        **{k.removeprefix("srdeploy."): v for k, v in props.items()},
-        "descriptor": desc.as_dict(),
-        "hparams": prepared.hparams,
-        "fusions": prepared.fusions,
-        "plugins": plugin_ops,
-        "weights": {
-            "kind": prepared.weights_kind,
-            "sha256": prepared.weights_sha256,
-            "file": os.path.basename(prepared.weights_path) if prepared.weights_path else None,
-            "license": desc.weights_license,
-        },
+        **_manifest_head(stem, props, desc, prepared, plugin_ops),
         "graphs": {
             role: {
                 "file": f"{stem}.{role}.onnx",
