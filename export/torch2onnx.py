@@ -134,32 +134,21 @@ def _dynamo_export(
         shapes[pname] = {ax: torch.export.Dim(dim, min=lo, max=1 << 15) for ax, (dim, lo) in axes.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # One non-strict torch.export: a model that specialises a dynamic size fails here at once,
-        # instead of going through torch.onnx's strict and draft-export retries (minutes each).
-        if retries:
-            prog = torch.onnx.export(
-                module,
-                example,
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamo=True,
-                dynamic_shapes=shapes,
-                opset_version=opset,
-                optimize=True,
-                verbose=False,
-            )
-        else:
-            program = torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
-            prog = torch.onnx.export(
-                program,
-                example,
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamo=True,
-                opset_version=opset,
-                optimize=True,
-                verbose=False,
-            )
+        # Default: one non-strict torch.export, so a model that specialises a dynamic size fails at
+        # once instead of going through torch.onnx's strict and draft-export retries (minutes each).
+        # With retries, torch.onnx gets the module and runs that cascade itself.
+        target = module if retries else torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
+        prog = torch.onnx.export(
+            target,
+            example,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamo=True,
+            dynamic_shapes=shapes if retries else None,
+            opset_version=opset,
+            optimize=True,
+            verbose=False,
+        )
     if prog is None:
         raise ExportError("torch.onnx.export returned no program")
     return prog.model_proto
