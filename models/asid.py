@@ -48,6 +48,7 @@ from srdeploy.errors import ShapeError
 from srdeploy.sizes import Size
 from srdeploy.tiling import Tiling
 
+from .layers import ESA
 from .registry import Descriptor, ShapeProfile, register
 
 __all__ = [
@@ -207,25 +208,6 @@ class LocalBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-class ESA(nn.Module):
-    """Enhanced spatial attention, Omni-SR variant (f = 16)."""
-
-    def __init__(self, f: int, n_feats: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(n_feats, f, 1)
-        self.conv_f = nn.Conv2d(f, f, 1)
-        self.conv2 = nn.Conv2d(f, f, 3, stride=2, padding=0)
-        self.conv3 = nn.Conv2d(f, f, 3, padding=1)
-        self.conv4 = nn.Conv2d(f, n_feats, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c1_ = self.conv1(x)
-        c1 = self.conv2(c1_)
-        c3 = self.conv3(F.max_pool2d(c1, kernel_size=7, stride=3))
-        c3 = F.interpolate(c3, size=(x.shape[2], x.shape[3]), mode="bilinear", align_corners=False)
-        return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
 
 
 # ----------------------------------------------------------------------------- attentions

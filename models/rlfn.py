@@ -15,30 +15,12 @@ from torch import nn
 
 from srdeploy.sizes import Size
 
+from .layers import ESA
 from .registry import Descriptor, ShapeProfile, register
 
 
 def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, padding=(k - 1) // 2)
-
-
-class ESA(nn.Module):
-    """Enhanced spatial attention, the RLFN variant (no ``conv_max`` / ``conv3_`` branch)."""
-
-    def __init__(self, esa_channels: int, n_feats: int) -> None:
-        super().__init__()
-        f = esa_channels
-        self.conv1 = nn.Conv2d(n_feats, f, 1)
-        self.conv_f = nn.Conv2d(f, f, 1)
-        self.conv2 = nn.Conv2d(f, f, 3, stride=2, padding=0)
-        self.conv3 = nn.Conv2d(f, f, 3, padding=1)
-        self.conv4 = nn.Conv2d(f, n_feats, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c1_ = self.conv1(x)
-        pooled = F.max_pool2d(self.conv2(c1_), kernel_size=7, stride=3)
-        c3 = F.interpolate(self.conv3(pooled), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
 
 
 class RLFB(nn.Module):
