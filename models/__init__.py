@@ -100,8 +100,9 @@ def build(name: str, scale: int, weights: str | os.PathLike[str] | None = None, 
 def load_weights(model, name: str, scale: int | float, weights: str | os.PathLike[str]) -> str:
     """Load ``weights`` into ``model`` strictly; return the sha256 of the file used."""
     from srdeploy.weights import resolve
+    from srdeploy.weights.store import sha256_file
 
-    from .checkpoint import load_into, read_checkpoint, sha256_file
+    from .checkpoint import load_into, read_checkpoint
 
     path = resolve(weights, model=name, scale=scale)
     state = read_checkpoint(path)
