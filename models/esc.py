@@ -127,6 +127,9 @@ class WindowAttention(nn.Module):
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
         self.to_out = nn.Conv2d(dim, dim, 1)
         self.relative_position_bias = nn.Parameter(torch.randn(heads, (2 * window - 1) ** 2) * 1e-3)
+        # a Python float, so a traced export gets a constant scale that ONNX Runtime folds into the
+        # MatMul (FusedMatMul alpha) instead of a Mul over the (B*nW, heads, N, N) scores
+        self.scale = float((dim // heads) ** -0.5)
         self.core: AttentionCore = window_attention
 
     def _to_windows(self, t: torch.Tensor) -> torch.Tensor:
@@ -155,6 +158,7 @@ class WindowAttention(nn.Module):
             self.relative_position_bias,
             window=self.window,
             bias_index="k-q",
+            scale=self.scale,
         )
         out = self._from_windows(out, b, hp, wp)[:, :, :h, :w]
         return self.to_out(out)
