@@ -24,7 +24,7 @@ import onnx
 import torch
 
 from .compare import Comparison, Tolerance, compare
-from .torch2onnx import Exporter, Prepared, onnx_from_torch
+from .torch2onnx import DYNAMO_FIRST, Exporter, Prepared, onnx_from_torch
 from .validate import Case, Validation, check_model, ort_session
 
 ENC_OUT = ("feat_k", "feat_v")
@@ -61,6 +61,7 @@ def export_two_graphs(prepared: Prepared, lo: int, opset: int, exporter: Exporte
         dynamic_axes={"lr": {0: ("N", 1), 2: ("H", hmin), 3: ("W", hmin)}},
         opset=opset,
         exporter=exporter,
+        auto_order=DYNAMO_FIRST,
     )
     with torch.inference_mode():
         fk, fv = enc(x)
@@ -82,6 +83,7 @@ def export_two_graphs(prepared: Prepared, lo: int, opset: int, exporter: Exporte
         },
         opset=opset,
         exporter=exporter,
+        auto_order=DYNAMO_FIRST,
     )
     return TwoGraphs(e.model, d.model, f"{e.exporter}+{d.exporter}", e.seconds + d.seconds, e.notes + d.notes)
 
