@@ -34,6 +34,7 @@ they share the machine's load); threads as given.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
 import statistics
@@ -268,6 +269,10 @@ def bench(name: str, scale: int, lr: tuple[int, int], authors: dict[str, Path], 
         with torch.inference_mode():
             return eager_model(x)
 
+    @functools.cache
+    def ours_shares() -> dict[str, float]:  # profiled at most once, for whichever "why" needs it
+        return _op_shares(ours_data, xn, args.threads)
+
     fns: dict[str, Callable[[], Any]] = {"ours": lambda: ours.run(None, {"lr": xn}), "eager": eager}
     notes = []
     plain_data = b""
@@ -291,14 +296,13 @@ def bench(name: str, scale: int, lr: tuple[int, int], authors: dict[str, Path], 
         line += f" | plain {t_plain:9.1f} ms | plain/ours {r_plain:5.2f}x (aim {aim}x)"
         line += f" | export ours {t_ours_export:.1f} s, plain {t_plain_export:.1f} s"
         if r_plain < aim:
-            shares_ours = _op_shares(ours_data, xn, args.threads)
-            notes.append(_why_plain(shares_ours, _op_shares(plain_data, xn, args.threads), r_plain, aim))
+            notes.append(_why_plain(ours_shares(), _op_shares(plain_data, xn, args.threads), r_plain, aim))
     else:
         line += f" | plain: skipped (no --authors {family}=DIR) | export ours {t_ours_export:.1f} s"
     r_eager = t_eager / t_ours
     line += f" | eager/ours {r_eager:5.2f}x (aim {AIM_EAGER}x)"
     if r_eager < AIM_EAGER:
-        top = _top(_op_shares(ours_data, xn, args.threads))
+        top = _top(ours_shares())
         notes.append(
             f"eager/ours {r_eager:.2f}x < {AIM_EAGER}x: ONNX Runtime CPU runs {top} "
             "of the time; PyTorch's oneDNN kernels are already fast for these ops on CPU"
