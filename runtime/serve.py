@@ -118,7 +118,7 @@ def decode_request(body: bytes, headers: Mapping[str, str], max_pixels: int, max
     except RequestError:
         raise
     except Exception as exc:  # PIL: UnidentifiedImageError, truncated data, decoder errors
-        raise RequestError(400, f"the body is not a PNG/JPEG/WebP/BMP image ({' '.join(str(exc).split())})") from exc
+        raise RequestError(400, f"the body is not a readable PNG/JPEG/WebP/BMP image ({type(exc).__name__})") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = old
     return np.asarray(rgb, dtype=np.uint8)
@@ -157,6 +157,7 @@ class UpscaleCore:
                      "max_pixels": options.max_pixels, "max_bytes": options.max_bytes,
                      "batching": options.batching, "max_batch_size": options.max_batch_size}
         self.min_size = art.min_size
+        self.largest_batch = 0  # the largest group run as one runner batch so far (GET / shows it)
 
     def check(self, img: np.ndarray) -> None:
         if min(img.shape[:2]) < self.min_size:
@@ -171,6 +172,7 @@ class UpscaleCore:
             groups.setdefault(im.shape, []).append(i)
         for idx in groups.values():
             batch = np.stack([images[i] for i in idx])
+            self.largest_batch = max(self.largest_batch, len(idx))
             sr = tiled_apply(self.predictor, batch, int(self.predictor.scale), self.options.tiling)
             for j, i in enumerate(idx):
                 out[i] = sr[j]
@@ -219,7 +221,8 @@ def build_app(options: ServeOptions, replicas: int | None = 1, min_replicas: int
 
         async def __call__(self, request: Request) -> Response:
             if request.method == "GET":
-                return Response(json.dumps(self.core.info), media_type="application/json")
+                info = {**self.core.info, "largest_batch": self.core.largest_batch}
+                return Response(json.dumps(info), media_type="application/json")
             if request.method != "POST":
                 return Response("POST an image to /\n", status_code=405, media_type="text/plain")
             try:

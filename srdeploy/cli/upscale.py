@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="input images, folders, globs or list files (.txt, one path a line)")
     p.add_argument("-o", "--output", required=True, help="output directory")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group(required=False)  # one of them, unless --server (checked in main)
     src.add_argument("--model", help="registered model name, run with PyTorch")
     src.add_argument("--onnx", help="exported .onnx (or STEM.encoder.onnx), run torch-free with ONNX Runtime")
     src.add_argument("--engine", help="TensorRT engine file, run torch-free")
@@ -148,6 +148,8 @@ def min_size_guard(predict: Predict, model_name: str, min_size: int) -> Predict:
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not (args.model or args.onnx or args.engine or args.server):
+        raise SrdeployError("give the model: --model NAME, --onnx FILE or --engine FILE (or --server URL)")
     inputs = _check_inputs(args.inputs)
     if wants_scaleout(args):
         return run_scaleout(args, inputs)
