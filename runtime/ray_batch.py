@@ -226,6 +226,13 @@ class BatchSummary:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     actor_pids: set[int] = field(default_factory=set)
+    finished_at: list[float] = field(default_factory=list)  # driver perf_counter() as each row came back
+
+    def steady_rate(self) -> float | None:
+        """Inputs per second between the first and the last finished input (actor start excluded)."""
+        if len(self.finished_at) < 2 or self.finished_at[-1] <= self.finished_at[0]:
+            return None
+        return (len(self.finished_at) - 1) / (self.finished_at[-1] - self.finished_at[0])
 
     def line(self) -> str:
         return (f"done {len(self.done)}, skipped {len(self.skipped)} (already up to date), "
@@ -303,6 +310,7 @@ def run_batch(inputs: Sequence[Path], options: BatchOptions, pool: PoolOptions, 
         try:
             for row in ds.iter_rows():
                 summary.actor_pids.add(int(row["pid"]))
+                summary.finished_at.append(time.perf_counter())
                 if row["status"] == "done":
                     summary.done.append(str(row["path"]))
                 else:
