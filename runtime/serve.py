@@ -208,8 +208,8 @@ def build_app(options: ServeOptions, replicas: int | None = 1, min_replicas: int
             self._asyncio = asyncio
             self.core = UpscaleCore(opts)
             self.opts = opts
-            self.batched.set_max_batch_size(opts.max_batch_size)
-            self.batched.set_batch_wait_timeout_s(opts.batch_wait_s)
+            self.batched.set_max_batch_size(opts.max_batch_size)  # type: ignore[attr-defined]
+            self.batched.set_batch_wait_timeout_s(opts.batch_wait_s)  # type: ignore[attr-defined]
 
         async def _in_thread(self, images: list[np.ndarray]) -> list[np.ndarray]:
             loop = self._asyncio.get_running_loop()
@@ -238,7 +238,7 @@ def build_app(options: ServeOptions, replicas: int | None = 1, min_replicas: int
                 return Response(" ".join(str(exc).split()) + "\n", status_code=422, media_type="text/plain")
             return Response(png, media_type="image/png")
 
-    return SRDeployment.bind(options)
+    return SRDeployment.bind(options)  # type: ignore[attr-defined]
 
 
 def options_json(options: ServeOptions) -> str:

@@ -67,3 +67,35 @@ def test_scaleout_modules_import_without_torch(tmp_path: Path) -> None:
     r = run_without_torch(["-c", code], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "ok" in r.stdout
+
+
+def test_scaleout_argument_errors_need_no_cluster(tree: Path, tiny_artifact: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Wrong combinations fail with one line before any Ray start (so they are fast)."""
+    from srdeploy.cli import serve
+
+    out = str(tree / "out")
+    cases = [
+        (main, [str(tree / "a"), "-o", out], "give the model: --model NAME, --onnx FILE"),
+        (main, ["--model", "agdn", "--scale", "2", str(tree / "a"), "-o", out, "--ray"], "--ray runs exported"),
+        (main, ["--onnx", str(tiny_artifact), str(tree / "a"), "-o", out, "--ray", "--server", "http://x/"],
+         "alternatives"),
+        (main, ["--onnx", str(tree / "none.onnx"), str(tree / "a"), "-o", out, "--ray"], "does not exist"),
+        (serve.main, ["--onnx", str(tree / "none.onnx")], "does not exist; export one"),
+        (serve.main, ["--onnx", str(tiny_artifact), "--max-batch-size", "0"], "must be positive"),
+    ]
+    for fn, argv, message in cases:
+        assert fn(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, (argv, err)
+    assert not (tree / "out").exists()  # nothing written
+
+
+def test_server_client_unreachable(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["--server", f"http://127.0.0.1:{port}/", str(tree / "a"), "-o", str(tree / "out")]) == 2
+    assert "is sr-serve running there?" in capsys.readouterr().err
