@@ -90,6 +90,17 @@ def check_unique_stems(paths: Sequence[Path], suffix: str = "") -> None:
         by_name[name] = p
 
 
+def check_not_overwriting_inputs(paths: Sequence[Path], outdir: Path, suffix: str = "", ext: str | None = None) -> None:
+    """Refuse an output that would replace one of the inputs (``-o`` = the input folder, no suffix)."""
+    inputs = {p.resolve() for p in paths}
+    for p in paths:
+        name = output_name(p, suffix) if ext is None else f"{p.stem}{suffix}{ext}"
+        if (outdir / name).resolve() in inputs:
+            raise InputImageError(
+                f"the output {outdir / name} would overwrite an input; choose another -o or add --suffix"
+            )
+
+
 def output_name(path: Path, suffix: str = "") -> str:
     """The output file name ``sr-upscale`` writes for ``path`` (same rule as the single-process path)."""
     ext = path.suffix.lower() if path.suffix.lower() in SUPPORTED_SUFFIXES else ".png"

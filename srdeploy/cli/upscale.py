@@ -22,7 +22,7 @@ import numpy as np
 from srdeploy.cli.scaleout import add_scaleout_args, run_scaleout, wants_scaleout
 from srdeploy.errors import ShapeError, SrdeployError, cli_errors
 from srdeploy.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, read_image, resize_plane, write_image
-from srdeploy.inputs import check_unique_stems, expand_inputs
+from srdeploy.inputs import check_not_overwriting_inputs, check_unique_stems, expand_inputs
 from srdeploy.tiling import Tiling, tiled_apply
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -151,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.model or args.onnx or args.engine or args.server):
         raise SrdeployError("give the model: --model NAME, --onnx FILE or --engine FILE (or --server URL)")
     inputs = _check_inputs(args.inputs)
+    check_not_overwriting_inputs(inputs, Path(args.output), args.suffix, ".png" if args.server else None)
     if wants_scaleout(args):
         return run_scaleout(args, inputs)
     if args.onnx or args.engine:

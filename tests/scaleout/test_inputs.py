@@ -54,6 +54,11 @@ def test_sr_upscale_takes_a_folder(tree: Path, tiny_artifact: Path, capsys: pyte
         assert im.size == (20, 24)
     assert main(["--onnx", str(tiny_artifact), str(tree / "a"), str(tree / "b"), "-o", str(out)]) == 2
     assert "would both be written as x.png" in capsys.readouterr().err
+    before = (tree / "a" / "x.png").read_bytes()
+    assert main(["--onnx", str(tiny_artifact), str(tree / "a"), "-o", str(tree / "a")]) == 2  # never over an input
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert (tree / "a" / "x.png").read_bytes() == before
+    assert main(["--onnx", str(tiny_artifact), str(tree / "a"), "-o", str(tree / "a"), "--suffix", "_x2"]) == 0
 
 
 def test_scaleout_modules_import_without_torch(tmp_path: Path) -> None:
