@@ -89,18 +89,13 @@ def _map_workers() -> list[int]:
     return pids
 
 
-def test_ray_resumes_after_killed_worker(
-    tiny_artifact: Path, image_dir: Path, single_outputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "out"
-    # --tile 16: many runner calls per image, so the job is still running when the first file lands
-    argv = ["--onnx", str(tiny_artifact), str(image_dir), "-o", str(out), "--tile", "64", "--ray",
-            "--ray-actors", "2", "--ray-max-restarts", "0"]
+def _kill_a_worker_once_an_output_lands(out: Path) -> tuple[threading.Thread, list[int]]:
+    """A thread that SIGKILLs one Ray Data worker as soon as the first output file exists (bounded: 120 s)."""
     killed: list[int] = []
 
     def killer() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
+        while time.monotonic() < deadline:
             if any(out.glob("*.png")):
                 pids = _map_workers()
                 if pids:
@@ -111,6 +106,17 @@ def test_ray_resumes_after_killed_worker(
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
+    return t, killed
+
+
+def test_ray_resumes_after_killed_worker(
+    tiny_artifact: Path, image_dir: Path, single_outputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    # --ray-max-restarts 0: a dead actor stops the job (instead of Ray restarting it), so the rerun must resume
+    argv = ["--onnx", str(tiny_artifact), str(image_dir), "-o", str(out), "--tile", "64", "--ray",
+            "--ray-actors", "2", "--ray-max-restarts", "0"]
+    t, killed = _kill_a_worker_once_an_output_lands(out)
     rc = main(argv)
     t.join(timeout=130)
     err = capsys.readouterr().err
@@ -124,4 +130,19 @@ def test_ray_resumes_after_killed_worker(
     assert (done, skipped, failed) == (12 - len(finished), len(finished), 0)
     for name, mtime in finished.items():  # finished files were not redone
         assert (out / name).stat().st_mtime_ns == mtime, name
+    _assert_same(out, single_outputs)
+
+
+def test_ray_default_restarts_finish_despite_killed_worker(
+    tiny_artifact: Path, image_dir: Path, single_outputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default Ray Data restarts the dead actor and retries its rows: one run finishes everything."""
+    out = tmp_path / "out"
+    t, killed = _kill_a_worker_once_an_output_lands(out)
+    rc = main(["--onnx", str(tiny_artifact), str(image_dir), "-o", str(out), "--tile", "64", "--ray",
+               "--ray-actors", "2"])
+    t.join(timeout=130)
+    err = capsys.readouterr().err
+    assert killed, "no Ray Data worker was found to kill"
+    assert rc == 0 and _summary(err) == (12, 0, 0), err
     _assert_same(out, single_outputs)
