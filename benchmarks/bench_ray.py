@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import shutil
 import socket
 import statistics
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         ray.init(address="local", include_dashboard=False, num_cpus=args.cpus, _node_ip_address="127.0.0.1",
-                 log_to_driver=False, logging_level="WARNING")
+                 log_to_driver=False, logging_level=logging.WARNING)
         print(f"ray.init (local cluster start): {time.perf_counter() - t0:.1f} s", flush=True)
         try:
             inputs = sorted(imgs.glob("*.png"))

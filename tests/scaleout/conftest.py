@@ -7,6 +7,7 @@ shares this cluster, and the job sizes stay small.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ def ray_cluster() -> Iterator[str]:
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'srdeploy[ray]')")
     pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'srdeploy[ray]')")
     ray.init(address="local", include_dashboard=False, num_cpus=2, _node_ip_address="127.0.0.1",
-             log_to_driver=False, logging_level="WARNING")
+             log_to_driver=False, logging_level=logging.WARNING)
     try:
         yield str(ray.get_runtime_context().gcs_address)
     finally:
