@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workspace", type=int, default=4096, help="builder workspace limit in MiB (default 4096)")
     t.add_argument("--opt-level", type=int, default=3, help="builder optimisation level 0-5 (default 3)")
     t.add_argument("--cache-dir", default=None, help="engine cache (default: $SRDEPLOY_CACHE/engines)")
+    t.add_argument("--triton-repo", default=None, metavar="DIR",
+                   help="also write a Triton model repository (config.pbtxt + model) into DIR (export/triton.py)")
     return p
 
 
@@ -125,6 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f = m["fp16"]
         print(f"fp16: {f['fp16_mac_fraction']:.1%} of Conv/MatMul MACs in fp16, {f['num_islands']} fp32 islands",
               file=sys.stderr)
+    if args.triton_repo:  # issue 18
+        from srdeploy.export.triton import write_triton_repo
+
+        engine = result.engine.engine_path if result.engine is not None else None
+        result.files += write_triton_repo(result.onnx_path, args.triton_repo, engine, args.max_batch)
+        print("triton: config.pbtxt parses against Triton's ModelConfig schema; loading it in a tritonserver "
+              "is not run here", file=sys.stderr)
     for path in result.files:
         print(path)
     return 0

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from srdeploy.errors import InputImageError, ShapeError, SrdeployError, cli_errors
+from srdeploy.cli.scaleout import add_scaleout_args, run_scaleout, wants_scaleout
+from srdeploy.errors import ShapeError, SrdeployError, cli_errors
 from srdeploy.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, read_image, resize_plane, write_image
+from srdeploy.inputs import check_not_overwriting_inputs, check_unique_stems, expand_inputs
 from srdeploy.tiling import Tiling, tiled_apply
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -51,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sr-upscale",
         description="Super-resolve PNG/JPEG/WebP images with a registered model on CPU.",
     )
-    p.add_argument("inputs", nargs="+", help="input images")
+    p.add_argument("inputs", nargs="+", help="input images, folders, globs or list files (.txt, one path a line)")
     p.add_argument("-o", "--output", required=True, help="output directory")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group(required=False)  # one of them, unless --server (checked in main)
     src.add_argument("--model", help="registered model name, run with PyTorch")
     src.add_argument("--onnx", help="exported .onnx (or STEM.encoder.onnx), run torch-free with ONNX Runtime")
     src.add_argument("--engine", help="TensorRT engine file, run torch-free")
@@ -66,16 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs")
     p.add_argument("--suffix", default="", help="text added to output file names")
     add_tiling_args(p)
+    add_scaleout_args(p)  # --ray / --server (issue 18: srdeploy/cli/scaleout.py)
     return p
 
 
 def _check_inputs(inputs: Sequence[str]) -> list[Path]:
-    paths = []
-    for s in inputs:
-        path = Path(s)
-        if not path.is_file():
-            raise InputImageError(f"input {path} does not exist or is not a file")
-        paths.append(path)
+    """Files, folders, globs and list files -> image files (srdeploy.inputs)."""
+    paths = expand_inputs(inputs)
+    check_unique_stems(paths)
     return paths
 
 
@@ -148,7 +148,12 @@ def min_size_guard(predict: Predict, model_name: str, min_size: int) -> Predict:
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not (args.model or args.onnx or args.engine or args.server):
+        raise SrdeployError("give the model: --model NAME, --onnx FILE or --engine FILE (or --server URL)")
     inputs = _check_inputs(args.inputs)
+    check_not_overwriting_inputs(inputs, Path(args.output), args.suffix, ".png" if args.server else None)
+    if wants_scaleout(args):
+        return run_scaleout(args, inputs)
     if args.onnx or args.engine:
         return _main_runtime(args, inputs)
     if args.scale is None:
