@@ -3,6 +3,7 @@
     sr-upscale --model esc --scale 4 [--weights FILE] photo.png more/*.jpg -o out/
     sr-upscale --onnx esc_x4_fp16.onnx photo.png -o out/         # torch-free (ONNX Runtime)
     sr-upscale --engine esc_x4_fp16.engine photo.png -o out/     # torch-free (TensorRT)
+    sr-upscale --onnx esc_x4_fp16.onnx clip.mp4 -o clip_x4.mp4   # video: srdeploy/cli/upscale_video.py
 
 Tiled inference (``--tile``, ``--tile-overlap``, LR pixels) bounds memory on large images; the
 tiling utility is torch-free and shared with the runtime. Every output file is written
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Super-resolve PNG/JPEG/WebP images with a registered model on CPU.",
     )
     p.add_argument("inputs", nargs="+", help="input images")
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("-o", "--output", required=True, help="output directory (one video: the output file)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="registered model name, run with PyTorch")
     src.add_argument("--onnx", help="exported .onnx (or STEM.encoder.onnx), run torch-free with ONNX Runtime")
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs")
     p.add_argument("--suffix", default="", help="text added to output file names")
     add_tiling_args(p)
+    from srdeploy.cli.upscale_video import add_video_args  # video inputs: see srdeploy/cli/upscale_video.py
+
+    add_video_args(p)
     return p
 
 
@@ -149,6 +153,10 @@ def min_size_guard(predict: Predict, model_name: str, min_size: int) -> Predict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     inputs = _check_inputs(args.inputs)
+    from srdeploy.cli.upscale_video import main_video, wants_video
+
+    if wants_video(args.inputs):  # video files go through srdeploy.video; images continue below
+        return main_video(args)
     if args.onnx or args.engine:
         return _main_runtime(args, inputs)
     if args.scale is None:
