@@ -261,7 +261,9 @@ class _Range:
     def keep(self, t: float | None) -> bool:
         if t is None:
             return True
-        return t >= self.start - 1e-9 and (self.end is None or t < self.end - 1e-9)
+        # without --start nothing is cut at the front (AAC priming packets have negative times)
+        after_start = not self.shift or t >= self.start - 1e-9
+        return after_start and (self.end is None or t < self.end - 1e-9)
 
 
 _END = object()
@@ -562,9 +564,10 @@ def _open_output(out: Any, codec: Any, inp: Any, vstream: Any, scale: int, h: in
             try:
                 copied[s.index] = out.add_stream_from_template(s)
             except (ValueError, av.error.FFmpegError) as exc:
+                flag = "--no-audio" if s.type == "audio" else "--no-subtitles"
                 raise VideoError(
                     f"cannot copy the {s.type} stream ({s.codec_context.name if s.codec_context else '?'}) into "
-                    f"{out.format.name} ({exc}); use an .mkv output"
+                    f"{out.format.name} ({exc}); use an .mkv output, or drop it with {flag}"
                 ) from exc
     try:
         cc.open()

@@ -75,9 +75,9 @@ def options_from_args(args: argparse.Namespace) -> VideoOptions:
 
 
 def destinations(inputs: list[Path], output: str, suffix: str) -> list[Path]:
-    """``-o`` is the output file for one input with a video suffix, else a directory."""
+    """``-o`` is the output file for one input when it has a suffix (and is no directory), else a directory."""
     out = Path(output)
-    if len(inputs) == 1 and is_video_path(out) and not out.is_dir():
+    if len(inputs) == 1 and out.suffix and not out.is_dir():
         return [out]
     if is_video_path(out) and not out.is_dir():
         raise SrdeployError(f"-o {out} names one file but {len(inputs)} videos were given; give a directory")
