@@ -364,3 +364,20 @@ def test_ctrl_c_cli_leaves_nothing(onnx_x4: Path, video_dir: Path, tmp_path: Pat
     assert proc.returncode == 130, err
     assert "interrupted; no partial output was left behind" in err
     assert _files(tmp_path / "o") == []
+
+
+def test_quantise_equals_image_path_rounding() -> None:
+    """The video path's in-place quantiser gives to_uint's numbers (out of range, .5 ties), or its error."""
+    from srdeploy.imageio import to_uint
+    from srdeploy.video import _quantise
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 37, 53)) * 0.7 + 0.5).astype(np.float32)
+    x.flat[::7] = (rng.integers(0, 255, x.size)[::7] + 0.5) / 255  # ties at 8 bits
+    for peak, dtype, bits in ((255.0, np.uint8, 8), (65535.0, np.uint16, 16)):
+        q = _quantise(x, peak, np.dtype(dtype))
+        assert q.dtype == dtype and q.flags.c_contiguous
+        np.testing.assert_array_equal(q, to_uint(x, bits).transpose(1, 2, 0))
+    x[1, 2, 3] = np.inf
+    with pytest.raises(SrdeployError, match="NaN or Inf"):
+        _quantise(x, 255.0, np.dtype(np.uint8))
