@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = OrtOptions(intra_op_threads=args.threads or None, session_options=spin)
     predictor, art = open_predictor(onnx, "onnxruntime", opts)
     vopts = VideoOptions(codec=args.codec, batch=args.batch, queue_frames=max(8, 2 * args.batch + 2))
-    model_fps, pipe_fps = [], []
+    model_fps, pipe_fps, busy_fps = [], [], []
     with predictor:
         scale = int(predictor.scale)
         predictor(lr[0])  # warm-up
@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             rep = upscale_video(predictor, scale, short, out / "x.mp4", vopts, progress=False)
             assert rep.frames == len(rgb), (rep.frames, len(rgb))
             pipe_fps.append(rep.fps)
-            print(f"round {r + 1}: model only {model_fps[-1]:.2f} fps, pipeline {pipe_fps[-1]:.2f} fps")
+            busy_fps.append(rep.frames / rep.infer_seconds)
+            print(f"round {r + 1}: model only {model_fps[-1]:.2f} fps, pipeline {pipe_fps[-1]:.2f} fps "
+                  f"(its inference stage alone: {busy_fps[-1]:.2f} fps)")
     best_model, best_pipe = max(model_fps), max(pipe_fps)
     threads = f"{args.threads or 'default'} threads" + (", no spinning" if args.no_spin else "")
     print(f"model {art.model} x{scale}, LR {h}x{w} -> {h * scale}x{w * scale}, {len(rgb)} frames, batch "
@@ -146,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model-only rate   : {best_model:.2f} fps (best of {args.rounds}; frames decoded beforehand)")
     print(f"pipeline rate     : {best_pipe:.2f} fps (best of {args.rounds}; file to file, audio copied)")
     print(f"pipeline efficiency: {best_pipe / best_model:.3f} (aim > 0.90)")
+    print(f"inference stage inside the pipeline: {max(busy_fps):.2f} fps (model + quantising while decode and "
+          "encode share the cores; wall/busy shows what the pipelining itself loses: "
+          f"{best_pipe / max(busy_fps):.3f})")
     result = {"model": art.model, "scale": scale, "lr": [h, w], "frames": len(rgb), "batch": args.batch,
-              "codec": args.codec, "model_fps": model_fps, "pipeline_fps": pipe_fps,
+              "codec": args.codec, "model_fps": model_fps, "pipeline_fps": pipe_fps, "infer_stage_fps": busy_fps,
               "efficiency": best_pipe / best_model}
 
     if not args.skip_memory:

@@ -124,7 +124,8 @@ class VideoReport:
     codec: str
     pix_fmt: str
     copied: list[str]  # "audio:aac", "subtitle:subrip", ...
-    seconds: float
+    seconds: float  # wall time, open to rename
+    infer_seconds: float = 0.0  # time the inference stage spent in the model (+ tiling, quantising)
 
     @property
     def fps(self) -> float:
@@ -300,6 +301,7 @@ class _Pipeline:
         self.decoded: queue.Queue[Any] = queue.Queue()
         self.upscaled: queue.Queue[Any] = queue.Queue()
         self.skipped = 0
+        self.infer_seconds = 0.0
         self.threads: list[threading.Thread] = []
 
     def _put(self, q: queue.Queue[Any], item: Any) -> None:
@@ -395,7 +397,9 @@ class _Pipeline:
 
     def _flush(self, held: list[Any]) -> None:
         frames = [it[3] for it in held if it[0] == "frame"]
+        t0 = time.perf_counter()
         results = iter(_run_batch(self.predict, frames, self.scale, self.tiling))
+        self.infer_seconds += time.perf_counter() - t0
         for it in held:
             if it[0] == "frame":
                 self._put(self.upscaled, ("frame", it[1], it[2], next(results)))
@@ -530,7 +534,7 @@ def upscale_video(
             raise VideoError(f"{src}: no frame in the chosen range (--start {start}, --duration {opts.duration})")
     return VideoReport(src, dest, frames, pipe.skipped, (h, w), (h * scale, w * scale), codec.name, pix_fmt,
                        [f"{s.type}:{s.codec_context.name if s.codec_context else '?'}" for s in copied.values()],
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, pipe.infer_seconds)
 
 
 def _estimate_frames(vstream: Any, inp: Any, opts: VideoOptions) -> int | None:
