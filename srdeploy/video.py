@@ -371,6 +371,8 @@ class _Pipeline:
             nframes = 0
             while True:
                 item = self._get(self.decoded)
+                if self.stop.is_set():  # the caller stopped (error, Ctrl-C): drop what is queued
+                    return
                 if isinstance(item, _Failed) or item is _END:
                     if nframes and item is _END and not self.stop.is_set():
                         self._flush(held)
@@ -427,9 +429,11 @@ class _Pipeline:
                 self.slots.release()
 
     def close(self) -> None:
+        """Stop both stages and wait for them: a model call in flight finishes before the predictor
+        (and the input container) are released, both stages check ``stop`` between items."""
         self.stop.set()
         for t in self.threads:
-            t.join(timeout=10)
+            t.join()
 
 
 def _colour_of(vstream: Any, first: Any | None) -> dict[str, int]:
