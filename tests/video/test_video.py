@@ -381,3 +381,32 @@ def test_quantise_equals_image_path_rounding() -> None:
     x[1, 2, 3] = np.inf
     with pytest.raises(SrdeployError, match="NaN or Inf"):
         _quantise(x, 255.0, np.dtype(np.uint8))
+
+
+def test_interrupt_stops_promptly_and_joins_stages(cfr_mp4: Clip, tmp_path: Path) -> None:
+    """Ctrl-C in the caller's thread while a slow model has frames queued: the queued frames are
+    dropped (not run), the model call in flight finishes before return, no stage thread survives."""
+    import _thread
+    import threading
+    import time
+
+    calls: list[float] = []
+    in_flight = threading.Event()
+
+    def slow(x: np.ndarray) -> np.ndarray:
+        in_flight.set()
+        time.sleep(0.2)
+        calls.append(time.perf_counter())
+        in_flight.clear()
+        return x.repeat(2, -1).repeat(2, -2)
+
+    timer = threading.Timer(0.7, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(slow, 2, cfr_mp4.path, tmp_path / "x2.mp4", VideoOptions(queue_frames=8), progress=False)
+    t_raised = time.perf_counter()
+    timer.cancel()
+    assert 2 <= len(calls) <= 6, len(calls)  # ~0.7 s at 0.2 s a call; 24 frames would be 4.8 s
+    assert not in_flight.is_set() and calls[-1] <= t_raised  # the call in flight ended before return
+    assert not [t for t in threading.enumerate() if t.name.startswith("sr-video")]
+    assert _files(tmp_path) == []
