@@ -49,6 +49,14 @@ print(json.dumps({"frames": rep.frames, "fps": rep.fps,
 """
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads (the load-independent cost)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def make_clip(path: Path, n: int, h: int, w: int, rate: int = 24) -> Path:
     """A synthetic clip (moving gradients + 440 Hz AAC), libx264 yuv420p in mp4, written with PyAV."""
     import av
@@ -125,22 +133,26 @@ def main(argv: list[str] | None = None) -> int:
     opts = OrtOptions(intra_op_threads=args.threads or None, session_options=spin)
     predictor, art = open_predictor(onnx, "onnxruntime", opts)
     vopts = VideoOptions(codec=args.codec, batch=args.batch, queue_frames=max(8, 2 * args.batch + 2))
-    model_fps, pipe_fps, busy_fps = [], [], []
+    model_fps, pipe_fps, busy_fps, model_cpu, pipe_cpu = [], [], [], [], []
     with predictor:
         scale = int(predictor.scale)
         predictor(lr[0])  # warm-up
         upscale_video(predictor, scale, short, out / "warmup.mp4", vopts, progress=False)
         for r in range(args.rounds):
-            t0 = time.perf_counter()
+            c0, t0 = _cpu_seconds(), time.perf_counter()
             for x in lr:
                 predictor(x)
             model_fps.append(len(rgb) / (time.perf_counter() - t0))
+            model_cpu.append((_cpu_seconds() - c0) / len(rgb))
+            c0 = _cpu_seconds()
             rep = upscale_video(predictor, scale, short, out / "x.mp4", vopts, progress=False)
+            pipe_cpu.append((_cpu_seconds() - c0) / len(rgb))
             assert rep.frames == len(rgb), (rep.frames, len(rgb))
             pipe_fps.append(rep.fps)
             busy_fps.append(rep.frames / rep.infer_seconds)
             print(f"round {r + 1}: model only {model_fps[-1]:.2f} fps, pipeline {pipe_fps[-1]:.2f} fps "
-                  f"(its inference stage alone: {busy_fps[-1]:.2f} fps)")
+                  f"(its inference stage alone: {busy_fps[-1]:.2f} fps); CPU time per frame: model "
+                  f"{model_cpu[-1] * 1e3:.0f} ms, pipeline {pipe_cpu[-1] * 1e3:.0f} ms")
     best_model, best_pipe = max(model_fps), max(pipe_fps)
     threads = f"{args.threads or 'default'} threads" + (", no spinning" if args.no_spin else "")
     print(f"model {art.model} x{scale}, LR {h}x{w} -> {h * scale}x{w * scale}, {len(rgb)} frames, batch "
@@ -151,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"inference stage inside the pipeline: {max(busy_fps):.2f} fps (model + quantising while decode and "
           "encode share the cores; wall/busy shows what the pipelining itself loses: "
           f"{best_pipe / max(busy_fps):.3f})")
+    mc, pc = min(model_cpu), min(pipe_cpu)
+    print(f"CPU time per frame (all threads, least of {args.rounds}): model {mc * 1e3:.0f} ms, pipeline "
+          f"{pc * 1e3:.0f} ms; decode + conversions + encode add {(pc - mc) * 1e3:.0f} ms, so where the model "
+          f"already fills every core the pipeline can reach at most {mc / pc:.3f} of the model-only rate")
     result = {"model": art.model, "scale": scale, "lr": [h, w], "frames": len(rgb), "batch": args.batch,
               "codec": args.codec, "model_fps": model_fps, "pipeline_fps": pipe_fps, "infer_stage_fps": busy_fps,
+              "model_cpu_s_per_frame": model_cpu, "pipeline_cpu_s_per_frame": pipe_cpu,
               "efficiency": best_pipe / best_model}
 
     if not args.skip_memory:

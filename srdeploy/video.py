@@ -416,7 +416,7 @@ class _Pipeline:
         for t in self.threads:
             t.start()
 
-    def results(self) -> Iterator[tuple[str, Any]]:
+    def results(self) -> Iterator[tuple[Any, ...]]:
         """Yield ("frame", pts, time_base, array) and ("packet", packet) in order; re-raise stage errors."""
         while True:
             item = self._get(self.upscaled)
