@@ -37,13 +37,14 @@ import json, resource, sys
 from srdeploy.runtime.predict import open_predictor
 from srdeploy.runtime.runners import OrtOptions
 from srdeploy.video import VideoOptions, upscale_video
-onnx, src, dest, codec, threads, batch, spin = sys.argv[1:8]
+onnx, src, dest, codec, threads, batch, spin, preset = sys.argv[1:9]
 opts = OrtOptions(intra_op_threads=int(threads) if threads != "0" else None,
                   session_options={"session.intra_op.allow_spinning": "0"} if spin == "1" else {})
 predictor, _ = open_predictor(onnx, "onnxruntime", opts)
 with predictor:
     rep = upscale_video(predictor, predictor.scale, src, dest, VideoOptions(codec=codec, batch=int(batch),
-                        queue_frames=max(8, 2 * int(batch) + 2)), progress=False)
+                        queue_frames=max(8, 2 * int(batch) + 2),
+                        encoder_options={"preset": preset} if preset else {}), progress=False)
 print(json.dumps({"frames": rep.frames, "fps": rep.fps,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--codec", default="libx264")
+    p.add_argument("--preset", default=None, help="encoder preset (x264/x265: ultrafast ... veryslow)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     p.add_argument("--no-spin", action="store_true",
                    help="ONNX Runtime threads sleep instead of spin-waiting (frees cores for decode/encode)")
@@ -132,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     spin = {"session.intra_op.allow_spinning": "0"} if args.no_spin else {}
     opts = OrtOptions(intra_op_threads=args.threads or None, session_options=spin)
     predictor, art = open_predictor(onnx, "onnxruntime", opts)
-    vopts = VideoOptions(codec=args.codec, batch=args.batch, queue_frames=max(8, 2 * args.batch + 2))
+    enc = {"preset": args.preset} if args.preset else {}
+    vopts = VideoOptions(codec=args.codec, batch=args.batch, queue_frames=max(8, 2 * args.batch + 2),
+                         encoder_options=enc)
     model_fps, pipe_fps, busy_fps, model_cpu, pipe_cpu = [], [], [], [], []
     with predictor:
         scale = int(predictor.scale)
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     best_model, best_pipe = max(model_fps), max(pipe_fps)
     threads = f"{args.threads or 'default'} threads" + (", no spinning" if args.no_spin else "")
     print(f"model {art.model} x{scale}, LR {h}x{w} -> {h * scale}x{w * scale}, {len(rgb)} frames, batch "
-          f"{args.batch}, ONNX Runtime CPU ({threads}), encoder {args.codec}")
+          f"{args.batch}, ONNX Runtime CPU ({threads}), encoder {args.codec} {args.preset or ''}")
     print(f"model-only rate   : {best_model:.2f} fps (best of {args.rounds}; frames decoded beforehand)")
     print(f"pipeline rate     : {best_pipe:.2f} fps (best of {args.rounds}; file to file, audio copied)")
     print(f"pipeline efficiency: {best_pipe / best_model:.3f} (aim > 0.90)")
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{pc * 1e3:.0f} ms; decode + conversions + encode add {(pc - mc) * 1e3:.0f} ms, so where the model "
           f"already fills every core the pipeline can reach at most {mc / pc:.3f} of the model-only rate")
     result = {"model": art.model, "scale": scale, "lr": [h, w], "frames": len(rgb), "batch": args.batch,
-              "codec": args.codec, "model_fps": model_fps, "pipeline_fps": pipe_fps, "infer_stage_fps": busy_fps,
+              "codec": args.codec, "preset": args.preset, "model_fps": model_fps, "pipeline_fps": pipe_fps,
+              "infer_stage_fps": busy_fps,
               "model_cpu_s_per_frame": model_cpu, "pipeline_cpu_s_per_frame": pipe_cpu,
               "efficiency": best_pipe / best_model}
 
@@ -177,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         mem = {}
         for name, clip in (("short", short), ("long", long)):
             r = subprocess.run([sys.executable, "-c", _CHILD, str(onnx), str(clip), str(out / f"{name}_sr.mp4"),
-                                args.codec, str(args.threads), str(args.batch), str(int(args.no_spin))],
+                                args.codec, str(args.threads), str(args.batch), str(int(args.no_spin)),
+                                args.preset or ""],
                                capture_output=True, text=True, check=False, cwd=REPO)
             if r.returncode != 0:
                 print(r.stderr, file=sys.stderr)

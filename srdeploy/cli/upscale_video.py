@@ -37,6 +37,8 @@ def add_video_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bitrate", default=None, help="target bit rate, e.g. 8M or 2500k (exclusive with --crf)")
     g.add_argument("--pix-fmt", default=None,
                    help="output pixel format (default: the input's, 10-bit kept; ffv1: RGB bgr0/gbrp10le)")
+    g.add_argument("--encoder-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="encoder option passed as is, repeatable (e.g. preset=veryfast, tune=film)")
     g.add_argument("--start", type=float, default=None, help="start at this time (seconds)")
     g.add_argument("--duration", type=float, default=None, help="process this many seconds")
     g.add_argument("--skip-errors", action="store_true",
@@ -65,12 +67,22 @@ def parse_bitrate(text: str | None) -> int | None:
     return int(float(m.group(1)) * mult)
 
 
+def parse_encoder_opts(items: list[str]) -> dict[str, str]:
+    opts = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SrdeployError(f"--encoder-opt {item!r} is not KEY=VALUE; write e.g. --encoder-opt preset=veryfast")
+        opts[key] = value
+    return opts
+
+
 def options_from_args(args: argparse.Namespace) -> VideoOptions:
     return VideoOptions(
         codec=args.codec, crf=args.crf, bitrate=parse_bitrate(args.bitrate), pix_fmt=args.pix_fmt,
         start=args.start, duration=args.duration, skip_errors=args.skip_errors, batch=args.batch,
         queue_frames=max(8, 2 * args.batch + 2), copy_audio=not args.no_audio,
-        copy_subtitles=not args.no_subtitles,
+        copy_subtitles=not args.no_subtitles, encoder_options=parse_encoder_opts(args.encoder_opt),
     )
 
 

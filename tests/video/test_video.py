@@ -410,3 +410,35 @@ def test_interrupt_stops_promptly_and_joins_stages(cfr_mp4: Clip, tmp_path: Path
     assert not in_flight.is_set() and calls[-1] <= t_raised  # the call in flight ended before return
     assert not [t for t in threading.enumerate() if t.name.startswith("sr-video")]
     assert _files(tmp_path) == []
+
+
+def test_model_backend_and_output_directory(video_dir: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``--model`` (PyTorch) on two videos into a directory: one output per input, named like it."""
+    pytest.importorskip("torch", reason="--model runs PyTorch")
+    a = make_clip(video_dir / "four_a.mp4", n=4, audio=False)
+    b = make_clip(video_dir / "four_b.mkv", n=4, audio=True)
+    out = tmp_path / "out"
+    assert main(["--model", "span", "--scale", "2", str(a.path), str(b.path), "-o", str(out), "--suffix", "_x2",
+                 "--no-progress"]) == 0
+    assert [p.name for p in _files(out)] == ["four_a_x2.mp4", "four_b_x2.mkv"]
+    for p in _files(out):
+        frames, _, _ = decode_frames(p)
+        assert len(frames) == 4 and frames[0].shape == (2 * H, 2 * W, 3)
+    assert "copied audio:flac" in capsys.readouterr().out
+
+
+def test_encoder_options_reach_the_encoder(onnx_x2: Path, cfr_mp4: Clip, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--encoder-opt and --crf are passed to x264: the writing library records them in the stream."""
+    out = tmp_path / "fast.mkv"
+    assert main(["--onnx", str(onnx_x2), str(cfr_mp4.path), "-o", str(out), "--encoder-opt", "preset=ultrafast",
+                 "--crf", "30", "--no-progress"]) == 0
+    # x264 writes its settings into an SEI of the first frame: ultrafast means no CABAC, crf=30.0
+    with av.open(str(out)) as c:
+        first = next(p for p in c.demux(video=0) if p.size)
+        sei = bytes(first)
+    assert b"cabac=0" in sei and b"crf=30.0" in sei
+    assert main(["--onnx", str(onnx_x2), str(cfr_mp4.path), "-o", str(tmp_path / "x.mkv"), "--encoder-opt",
+                 "preset"]) == 2
+    assert "is not KEY=VALUE" in _error_line(capsys)
