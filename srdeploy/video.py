@@ -533,9 +533,9 @@ def upscale_video(
                 ovs, copied = _open_output(out, codec, inp, vstream, scale, h, w, pix_fmt, colour, matrix, opts)
                 frames = _run(pipe, out, ovs, copied, inp, vstream, rng, src, rgb_fmt, pix_fmt, colour,
                               total, progress)
-        if frames == 0:
-            dest.unlink()
-            raise VideoError(f"{src}: no frame in the chosen range (--start {start}, --duration {opts.duration})")
+            if frames == 0:  # inside the atomic block: the temporary file goes, dest stays as it was
+                raise VideoError(f"{src}: no frame in the chosen range (--start {start:g}, --duration "
+                                 f"{opts.duration}); check the clip's length")
     return VideoReport(src, dest, frames, pipe.skipped, (h, w), (h * scale, w * scale), codec.name, pix_fmt,
                        [f"{s.type}:{s.codec_context.name if s.codec_context else '?'}" for s in copied.values()],
                        time.perf_counter() - t0, pipe.infer_seconds)

@@ -274,6 +274,7 @@ def test_corrupt_packet_fails_or_is_skipped(onnx_x2: Path, corrupt_mkv: Path, tm
         ("container", "use .mp4, .mkv, .mov or .webm"),
         ("mp4_srt", "use an .mkv output, or drop it with --no-subtitles"),
         ("mixed", "give video files and images in separate"),
+        ("past_end", "no frame in the chosen range (--start 30"),
     ],
 )
 def test_bad_inputs(case: str, expect: str, onnx_x2: Path, cfr_mp4: Clip, vfr_mkv: Clip, tmp_path: Path,
@@ -302,6 +303,10 @@ def test_bad_inputs(case: str, expect: str, onnx_x2: Path, cfr_mp4: Clip, vfr_mk
         extra = ["--codec", "libx264"]
     elif case == "mp4_srt":
         src = vfr_mkv.path
+    elif case == "past_end":
+        extra = ["--start", "30"]
+        out.parent.mkdir()
+        out.write_bytes(b"an earlier output")  # left as it was
     elif case == "mixed":
         png = tmp_path / "a.png"
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
@@ -310,6 +315,8 @@ def test_bad_inputs(case: str, expect: str, onnx_x2: Path, cfr_mp4: Clip, vfr_mk
     assert main(["--onnx", str(onnx_x2), str(src), *extra, "-o", str(out), "--no-progress"]) == 2
     assert expect in _error_line(capsys)
     assert _files(tmp_path) == before  # no output, no temporary file
+    if case == "past_end":
+        assert out.read_bytes() == b"an earlier output"
 
 
 def test_never_overwrites_input(onnx_x2: Path, video_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
