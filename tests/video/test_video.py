@@ -449,3 +449,13 @@ def test_encoder_options_reach_the_encoder(onnx_x2: Path, cfr_mp4: Clip, tmp_pat
     assert main(["--onnx", str(onnx_x2), str(cfr_mp4.path), "-o", str(tmp_path / "x.mkv"), "--encoder-opt",
                  "preset"]) == 2
     assert "is not KEY=VALUE" in _error_line(capsys)
+
+
+def test_tiled_equals_untiled(ffv1_x2: Path, onnx_x2: Path, cfr_mp4: Clip, tmp_path: Path) -> None:
+    """--tile goes through the shared tiling: the tiny graph's receptive radius (2 LR pixels) is within
+    half the overlap, so crop-blended tiles give exactly the untiled frames."""
+    out = tmp_path / "tiled.mkv"
+    assert main(["--onnx", str(onnx_x2), str(cfr_mp4.path), "-o", str(out), "--codec", "ffv1", "--tile", "24",
+                 "--tile-overlap", "8", "--no-progress"]) == 0
+    for a, b in zip(decode_frames(out)[0], decode_frames(ffv1_x2)[0], strict=True):
+        np.testing.assert_array_equal(a, b)
