@@ -461,8 +461,13 @@ def _first_frame(path: Path, vstream_index: int) -> Any | None:
     try:
         with av.open(str(path)) as c:
             s = c.streams[vstream_index]
-            for frame in c.decode(s):
-                return frame
+            for packet in c.demux(s):
+                try:
+                    frames = s.decode(packet)
+                except av.error.FFmpegError:
+                    continue  # a corrupt packet: the pipeline reports or skips it; look further here
+                if frames:
+                    return frames[0]
     except av.error.FFmpegError:
         return None
     return None

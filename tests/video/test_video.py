@@ -459,3 +459,15 @@ def test_tiled_equals_untiled(ffv1_x2: Path, onnx_x2: Path, cfr_mp4: Clip, tmp_p
                  "--tile-overlap", "8", "--no-progress"]) == 0
     for a, b in zip(decode_frames(out)[0], decode_frames(ffv1_x2)[0], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_corrupt_first_packet_is_skipped(onnx_x2: Path, video_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    clean = make_clip(video_dir / "mjpeg_first.mkv", n=5, codec="mjpeg", audio=False)
+    bad = tmp_path / "bad_first.mkv"
+    _corrupt_copy(clean.path, bad, 0)
+    out = tmp_path / "o" / "x2.mkv"
+    assert main(["--onnx", str(onnx_x2), str(bad), "-o", str(out), "--no-progress"]) == 2
+    assert "at 0.000s does not decode" in _error_line(capsys)
+    assert main(["--onnx", str(onnx_x2), str(bad), "-o", str(out), "--no-progress", "--skip-errors"]) == 0
+    assert len(decode_frames(out)[0]) == 4
