@@ -3,6 +3,7 @@
     sr-upscale --model esc --scale 4 [--weights FILE] photo.png more/*.jpg -o out/
     sr-upscale --onnx esc_x4_fp16.onnx photo.png -o out/         # torch-free (ONNX Runtime)
     sr-upscale --engine esc_x4_fp16.engine photo.png -o out/     # torch-free (TensorRT)
+    sr-upscale --onnx esc_x4_fp16.onnx clip.mp4 -o clip_x4.mp4   # video: srdeploy/cli/upscale_video.py
 
 Tiled inference (``--tile``, ``--tile-overlap``, LR pixels) bounds memory on large images; the
 tiling utility is torch-free and shared with the runtime. Every output file is written
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sr-upscale",
         description="Super-resolve PNG/JPEG/WebP images with a registered model on CPU.",
     )
-    p.add_argument("inputs", nargs="+", help="input images, folders, globs or list files (.txt, one path a line)")
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("inputs", nargs="+", help="images or videos, folders, globs or list files (.txt, one path a line)")
+    p.add_argument("-o", "--output", required=True, help="output directory (one video: the output file)")
     src = p.add_mutually_exclusive_group(required=False)  # one of them, unless --server (checked in main)
     src.add_argument("--model", help="registered model name, run with PyTorch")
     src.add_argument("--onnx", help="exported .onnx (or STEM.encoder.onnx), run torch-free with ONNX Runtime")
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", default="", help="text added to output file names")
     add_tiling_args(p)
     add_scaleout_args(p)  # --ray / --server (issue 18: srdeploy/cli/scaleout.py)
+    from srdeploy.cli.upscale_video import add_video_args  # video inputs: see srdeploy/cli/upscale_video.py
+
+    add_video_args(p)
     return p
 
 
@@ -150,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not (args.model or args.onnx or args.engine or args.server):
         raise SrdeployError("give the model: --model NAME, --onnx FILE or --engine FILE (or --server URL)")
+    from srdeploy.cli.upscale_video import main_video, wants_video
+
+    if wants_video(args.inputs):  # video files go through srdeploy.video; images continue below
+        if wants_scaleout(args):
+            raise SrdeployError("--ray and --server take images, not video files: upscale a clip without them")
+        return main_video(args)
     inputs = _check_inputs(args.inputs)
     check_not_overwriting_inputs(inputs, Path(args.output), args.suffix, ".png" if args.server else None)
     if wants_scaleout(args):
