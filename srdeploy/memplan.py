@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -240,6 +241,11 @@ OOM_PATTERNS = (
 )
 
 
+#: TrtRunner's "CUDA call failed with {err}": cudaErrorMemoryAllocation is 2; an IntEnum prints as
+#: its name on Python 3.10 and as its value from 3.11 on.
+_CUDA_OOM = re.compile(r"cuda call failed with (2|cudaerror_t\.cudaerrormemoryallocation)\b")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) is a backend out-of-memory error."""
     seen: set[int] = set()
@@ -249,7 +255,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
         if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # numpy / torch.cuda
             return not isinstance(e, OutOfMemoryError)  # ours is final: never retried
         text = str(e).lower()
-        if any(p in text for p in OOM_PATTERNS):
+        if any(p in text for p in OOM_PATTERNS) or _CUDA_OOM.search(text):
             return True
         e = e.__cause__ or e.__context__
     return False

@@ -78,9 +78,12 @@ class TilePlan:
         if self.mode == "fixed":
             return self.tiling
         side = max(h, w)
-        if self.cap is None and h * w <= AUTO_WHOLE_PIXELS:
-            return None
         tile: int | None
+        if h * w <= AUTO_WHOLE_PIXELS:  # small: no measurement, the model's own tile if it has one
+            if self.cap is None or self.cap >= side:
+                return None
+            tile = max(self.cap, rule.min_tile)
+            return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]
         prof = self.measured()
         budget = self.budget()
         if prof is None or budget is None:
