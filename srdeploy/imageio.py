@@ -306,8 +306,10 @@ def to_uint(arr: np.ndarray, bits: int = 8) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise SrdeployError("the model produced NaN or Inf values; try fp32 instead of fp16, or another backend")
     peak = 65535.0 if bits == 16 else 255.0
-    out = np.clip(arr, 0.0, 1.0) * peak
-    return np.rint(out).astype(np.uint16 if bits == 16 else np.uint8)
+    out = np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0)  # the one float temporary: scaled, rounded in place
+    out *= peak
+    np.rint(out, out=out)
+    return out.astype(np.uint16 if bits == 16 else np.uint8)
 
 
 def write_image(path: str | os.PathLike[str], rgb: np.ndarray, info: ImageInfo | None = None) -> None:

@@ -30,6 +30,10 @@ from .tiling import SizeRule, Tiling, iter_bands, padded
 Predict = Callable[[np.ndarray], np.ndarray]
 Notice = Callable[[str], None]
 
+#: Most working memory ``--tile auto`` plans for by default (``--tile-memory``), whatever is free:
+#: bigger tiles only save a few seams, and other programs share the machine.
+DEFAULT_TILE_MEMORY = 2 * 1024**3
+
 #: Below this many LR pixels ``--tile auto`` runs the whole image without measuring anything:
 #: one inference of it costs less than the probes would.
 AUTO_WHOLE_PIXELS = 128 * 128
@@ -96,9 +100,15 @@ class TilePlan:
         return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]
 
 
-def _host_budget(margin: float = DEFAULT_MARGIN) -> float | None:
+def _host_budget(margin: float = DEFAULT_MARGIN, limit: float = DEFAULT_TILE_MEMORY) -> float | None:
+    """``margin`` of the available host memory, at most ``limit`` bytes."""
     avail = host_available_bytes()
-    return None if avail is None else avail * margin
+    return None if avail is None else min(avail * margin, limit)
+
+
+def host_budget(limit_bytes: float | None = None) -> Callable[[], float | None]:
+    """A budget function for :class:`TilePlan`: half the free host memory, at most ``limit_bytes``."""
+    return lambda: _host_budget(limit=DEFAULT_TILE_MEMORY if limit_bytes is None else limit_bytes)
 
 
 def upscale_file(

@@ -25,7 +25,7 @@ import numpy as np
 from srdeploy.errors import InputImageError, ShapeError, SrdeployError, cli_errors
 from srdeploy.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES
 from srdeploy.memplan import DEFAULT_MARGIN, MemoryProfile, measure_cpu_profile
-from srdeploy.pipeline import TilePlan, upscale_file
+from srdeploy.pipeline import TilePlan, host_budget, upscale_file
 from srdeploy.tiling import BLENDS, PAD_MODES, SizeRule, Tiling
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alpha channel: upscale it separately (bicubic) or drop it with a notice")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs")
     p.add_argument("--suffix", default="", help="text added to output file names")
+    p.add_argument("--tile-memory", type=int, default=None, metavar="MiB",
+                   help="most working memory --tile auto plans for (default: half the free memory, at most 2048)")
     p.add_argument("--pad", choices=list(PAD_MODES), default="replicate",
                    help="how inputs below the model's minimum size are padded (the output is cropped back)")
     add_tiling_args(p)
@@ -99,6 +101,18 @@ def resolve_plan(args: argparse.Namespace, default: Tiling | None, **auto: objec
         return TilePlan.fixed(resolve_tiling(args, default))
     overlap = args.tile_overlap if args.tile_overlap is not None else (default.overlap if default else 16)
     blend = args.tile_blend or (default.blend if default else "crop")
+    limit = getattr(args, "tile_memory", None)
+    if limit is not None:
+        if limit <= 0:
+            raise SrdeployError("--tile-memory must be a positive number of MiB")
+        base = auto.get("budget")
+        cap = limit * 1024**2
+
+        def capped() -> float | None:
+            b = base() if callable(base) else host_budget(cap)()
+            return None if b is None else min(b, cap)
+
+        auto["budget"] = capped
     return TilePlan("auto", None, overlap, blend, default.tile if default else None, **auto)  # type: ignore[arg-type]
 
 
