@@ -134,6 +134,9 @@ def upscale_file(
     rule = rule or SizeRule()
     img = read_source(src, max_pixels=max_pixels)
     h, w = img.height, img.width
+    if float(scale) != int(scale):  # arbitrary-scale (implicit) models: one whole-image call, no tiles
+        return _upscale_fractional(predict, float(scale), img, src, dest, alpha, say)
+    scale = int(scale)
     H, W = h * scale, w * scale
     a_up = None
     if img.alpha is not None:
@@ -158,4 +161,27 @@ def upscale_file(
 
     run_with_oom_retry(attempt, tiling, h, w, rule, overlap=plan.overlap, blend=plan.blend, what=src.name,
                        notice=say, align=plan.align)
+    return dest
+
+
+def _upscale_fractional(predict: Predict, scale: float, img, src: Path, dest: Path, alpha: str,  # type: ignore[no-untyped-def]
+                        say: Notice) -> Path:
+    """A non-integer scale: the whole image at once (tiles would not align to HR pixels)."""
+    from .implicit import hr_size
+
+    H, W = hr_size(img.height, img.width, scale)
+    a_up = None
+    if img.alpha is not None:
+        if alpha == "drop":
+            say(f"notice: {src.name}: alpha channel dropped (--alpha drop)")
+        else:
+            a_up = upscale_alpha(img.alpha, H, W)
+    x = np.ascontiguousarray(img.lr, dtype=np.float32) * np.float32(img.in_scale)
+    sr = predict(x)
+    if sr.shape[-2:] != (H, W):
+        raise SrdeployError(f"the model returned {sr.shape[-2:]} for x{scale} of {img.height}x{img.width}, "
+                            f"expected {(H, W)}; is the scale right for this model?")
+    bits = output_bits(dest, img.info.bits, a_up is not None)
+    band = uint_converter(bits, img.info.grayscale)(sr)
+    write_bands(dest, iter([(0, band)]), H, W, band.shape[3], bits, a_up)
     return dest

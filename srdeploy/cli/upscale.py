@@ -252,7 +252,7 @@ def runtime_plan(args: argparse.Namespace, predictor, art, backend: str) -> tupl
     shape = runner.inputs[0].shape if runner.inputs else ()
     fixed = (shape[2], shape[3]) if len(shape) == 4 and shape[2] and shape[3] else None  # static graph
     rule = SizeRule(art.min_size, art.min_size, 1, fixed)  # type: ignore[arg-type]
-    scale = int(predictor.scale)
+    scale = int(predictor.scale) if float(predictor.scale) == int(predictor.scale) else 1  # fractional: untiled
     if backend == "tensorrt":  # the engine's own activation memory, against the free GPU memory
         prof = art.descriptor.get("trt_profile") or {}
         mx = prof.get("max") if isinstance(prof, dict) else None
