@@ -17,6 +17,7 @@ Torch-free (numpy and ``/proc`` only; the CUDA driver through ctypes when one is
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import math
@@ -136,8 +137,10 @@ def measure_cpu_profile(
     Runs ``predict`` on ``a x a`` then ``2a x 2a`` inputs (``a`` = ``probe`` rounded up to what
     ``rule`` accepts) and reads the process's peak RSS (VmHWM) after each: the growth between
     them over the growth in pixels is the per-pixel cost (allocator arenas that keep memory,
-    as ONNX Runtime's does, are counted correctly because the peak is cumulative). Where the
-    peak cannot be reset, falls back to a conservative analytic estimate (8x the I/O floor).
+    as ONNX Runtime's does, are counted correctly because the peak is cumulative; free heap
+    already resident is first handed back with glibc's ``malloc_trim``, or the probes would reuse
+    it unseen). Where the peak cannot be reset, falls back to a conservative analytic estimate
+    (8x the I/O floor).
     """
     from srdeploy.runtime.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
@@ -147,6 +150,7 @@ def measure_cpu_profile(
     a, _ = rule.accepted(probe, probe)
     b, _ = rule.accepted(2 * a, 2 * a)
     rng = np.random.default_rng(0)
+    _release_free_heap()  # free heap pages already resident would be reused unseen by the probes
     base = current_rss_bytes()
     if not reset_peak_rss():
         return MemoryProfile(8 * floor, 0.0, "peak RSS not resettable here: 8x the I/O floor")
@@ -157,6 +161,12 @@ def measure_cpu_profile(
     per_px = max((pb - pa) / float(b * b - a * a), floor)
     fixed = max(pa - per_px * a * a, 0.0)
     return MemoryProfile(per_px, fixed, f"measured on CPU from {a}x{a} and {b}x{b} probes")
+
+
+def _release_free_heap() -> None:
+    """glibc ``malloc_trim(0)``: give free heap pages back to the OS (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def engine_profile(activation_bytes: int, max_shape: tuple[int, int], scale: int) -> MemoryProfile:

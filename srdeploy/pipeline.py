@@ -34,9 +34,10 @@ Notice = Callable[[str], None]
 #: bigger tiles only save a few seams, and other programs share the machine.
 DEFAULT_TILE_MEMORY = 2 * 1024**3
 
-#: Below this many LR pixels ``--tile auto`` runs the whole image without measuring anything:
-#: one inference of it costs less than the probes would.
-AUTO_WHOLE_PIXELS = 128 * 128
+#: Up to this many LR pixels ``--tile auto`` runs the whole image without measuring anything: one
+#: inference of it costs about what the probes would (the heaviest models here need ~40 kB per LR
+#: pixel on CPU: 2.6 GB at 256x256).
+AUTO_WHOLE_PIXELS = 256 * 256
 
 
 def _stderr(msg: str) -> None:
@@ -72,6 +73,8 @@ class TilePlan:
 
     def measured(self) -> MemoryProfile | None:
         if self._measured is None and self.profile is not None:
+            _stderr("notice: --tile auto: measuring the model's memory per pixel (two probe tiles, once; "
+                    "--tile N skips this)")
             self._measured = self.profile()
         return self._measured
 
@@ -83,8 +86,10 @@ class TilePlan:
             return self.tiling
         side = max(h, w)
         tile: int | None
+        if self.cap is not None and side <= self.cap:  # within the model's own tile: as before
+            return None
         if h * w <= AUTO_WHOLE_PIXELS:  # small: no measurement, the model's own tile if it has one
-            if self.cap is None or self.cap >= side:
+            if self.cap is None:
                 return None
             tile = max(self.cap, rule.min_tile)
             return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]

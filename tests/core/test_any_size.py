@@ -377,11 +377,15 @@ def test_auto_plan_small_images_run_whole_and_large_ones_tile() -> None:
         return MemoryProfile(40_000.0, 0.0, "test")
 
     plan = TilePlan("auto", overlap=16, profile=profile, budget=lambda: 2e9)
-    assert plan.resolve(16, 16, 2, SizeRule(17, 17)) is None and not calls  # tiny: no probe at all
+    assert plan.resolve(200, 300, 2, SizeRule(17, 17)) is None and not calls  # small: no probe at all
     t = plan.resolve(4000, 4000, 4, SizeRule(17, 17))
     assert t is not None and 17 <= t.tile < 4000 and t.overlap == 16 and calls == [1]
     plan.resolve(3000, 3000, 4, SizeRule(17, 17))
     assert calls == [1]  # measured once
+    capped = TilePlan("auto", overlap=32, cap=192, profile=profile, budget=lambda: 2e9)
+    assert capped.resolve(150, 190, 2, SizeRule(17, 17)) is None  # inside the model's own tile
+    assert capped.resolve(100, 400, 2, SizeRule(17, 17)) == Tiling(192, 32)  # small: the model's tile, no probe
+    assert calls == [1]
 
 
 # ---------------------------------------------------------------------------------------------
