@@ -69,7 +69,11 @@ def synthetic_png(path: Path, n: int) -> Path:
 
 
 def child_peak_mib(cmd: list[str]) -> tuple[float, float, int]:
-    """Run ``cmd``; return (peak RSS MiB, seconds, exit code)."""
+    """Run ``cmd``; return (peak RSS MiB, seconds, exit code).
+
+    The parent must stay small: a forked child's ``ru_maxrss`` includes the RSS it had before
+    ``exec`` (the parent's), so the inputs are generated in a child of their own.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -117,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.child:
         kind, *rest = args.child
+        if kind == "gen":
+            synthetic_png(Path(rest[0]), int(rest[1]))
+            return 0
         return legacy_child(rest[0], rest[1], rest[2], int(rest[3])) if kind == "legacy" else floor_child(rest[0])
 
     out = Path(args.output)
@@ -129,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{'(peak-floor)/output':>20} {'time':>7}")
     rows: dict[str, list[tuple[int, float, float]]] = {}
     for n in args.sizes:
-        src = synthetic_png(out / f"in_{n}.png", n)
+        src = out / f"in_{n}.png"
+        if not src.exists():  # in a child: a parent grown by the image would inflate the children's
+            # ru_maxrss (Linux carries the pre-exec RSS of a forked child into its maxrss)
+            subprocess.run([*me, "--child", "gen", str(src), str(n)], check=True)
         out_mib = (4 * n) ** 2 * 3 / MiB
         runs = [(f"streamed --tile {args.tile}", [sys.executable, "-m", "srdeploy.cli.upscale", str(src),
                                                     "--onnx", onnx, "-o", str(out / "streamed"),
