@@ -86,6 +86,12 @@ class TilePlan:
             return self.tiling
         side = max(h, w)
         tile: int | None
+        if rule.fixed is not None:  # a static-shape graph: its size is the tile (smaller is padded)
+            fh, fw = rule.fixed
+            if h <= fh and w <= fw:
+                return None
+            tile = min(fh, fw)
+            return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]
         if self.cap is not None and side <= self.cap:  # within the model's own tile: as before
             return None
         if h * w <= AUTO_WHOLE_PIXELS:  # small: no measurement, the model's own tile if it has one

@@ -382,6 +382,8 @@ def test_auto_plan_small_images_run_whole_and_large_ones_tile() -> None:
     assert t is not None and 17 <= t.tile < 4000 and t.overlap == 16 and calls == [1]
     plan.resolve(3000, 3000, 4, SizeRule(17, 17))
     assert calls == [1]  # measured once
+    static = SizeRule(fixed=(64, 64))
+    assert plan.resolve(40, 64, 2, static) is None and plan.resolve(65, 30, 2, static) == Tiling(64, 16)
     capped = TilePlan("auto", overlap=32, cap=192, profile=profile, budget=lambda: 2e9)
     assert capped.resolve(150, 190, 2, SizeRule(17, 17)) is None  # inside the model's own tile
     assert capped.resolve(100, 400, 2, SizeRule(17, 17)) == Tiling(192, 32)  # small: the model's tile, no probe
