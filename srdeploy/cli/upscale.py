@@ -244,6 +244,22 @@ def _main_runtime(args: argparse.Namespace, inputs: list[Path]) -> int:
     return 0
 
 
+def _trt_profile_sides(runner, art) -> tuple[int | None, int | None]:  # type: ignore[no-untyped-def]
+    """Smallest min side and smallest max side of the engine's profile 0 (else the descriptor's)."""
+    eng = getattr(runner, "_engine", None)
+    try:
+        mn, _, mx = eng.get_tensor_profile_shape(runner.inputs[0].name, 0)  # type: ignore[union-attr]
+        return min(int(mn[-2]), int(mn[-1])), min(int(mx[-2]), int(mx[-1]))
+    except Exception:  # no engine API here (older TensorRT, a double): the exporter's descriptor
+        prof = art.descriptor.get("trt_profile") or {}
+
+    def side(key: str) -> int | None:
+        v = prof.get(key) if isinstance(prof, dict) else None
+        return min(int(d) for d in str(v).lower().split("x")) if v else None
+
+    return side("min"), side("max")
+
+
 def runtime_plan(args: argparse.Namespace, predictor, art, backend: str) -> tuple[SizeRule, TilePlan]:  # type: ignore[no-untyped-def]
     """Size rule and ``--tile`` plan for a torch-free predictor (srdeploy.memplan does the work)."""
     from srdeploy.memplan import device_memory, engine_profile
@@ -254,9 +270,9 @@ def runtime_plan(args: argparse.Namespace, predictor, art, backend: str) -> tupl
     rule = SizeRule(art.min_size, art.min_size, 1, fixed)  # type: ignore[arg-type]
     scale = int(predictor.scale) if float(predictor.scale) == int(predictor.scale) else 1  # fractional: untiled
     if backend == "tensorrt":  # the engine's own activation memory, against the free GPU memory
-        prof = art.descriptor.get("trt_profile") or {}
-        mx = prof.get("max") if isinstance(prof, dict) else None
-        cap = min(int(v) for v in str(mx).lower().split("x")) if mx else None
+        lo, cap = _trt_profile_sides(runner, art)
+        if lo is not None and lo > art.min_size:  # pad up to the engine profile's minimum too
+            rule = SizeRule(lo, lo, 1, fixed)  # type: ignore[arg-type]
 
         def trt_budget() -> float | None:
             mem = device_memory()
