@@ -64,7 +64,8 @@ def synthetic_png(path: Path, n: int) -> Path:
     rng = np.random.default_rng(n)
     img = np.stack([np.sin(6 * x + 2 * y), np.cos(5 * y - 3 * x), np.sin(4 * (x + y))], axis=-1) * 100 + 128
     img += rng.normal(0, 6, img.shape).astype(np.float32)
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, compress_level=1)
+    im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    im.save(path, **({"compress_level": 1} if path.suffix == ".png" else {"quality": 95}))
     return path
 
 
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--auto", action="store_true", help="also run --tile auto (the default) at each size")
     p.add_argument("--onnx", default=None, help="an x4 .onnx to use instead of the tiny built-in one")
+    p.add_argument("--jpeg", action="store_true",
+                   help="also run a JPEG input/output (Pillow encodes whole images: the output is held)")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -147,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.auto:
             runs.append(("streamed --tile auto", [sys.executable, "-m", "srdeploy.cli.upscale", str(src), "--onnx",
                                                   onnx, "-o", str(out / "auto"), "--max-pixels", str(10**9)]))
+        if args.jpeg:
+            jpg = out / f"in_{n}.jpg"
+            if not jpg.exists():
+                subprocess.run([*me, "--child", "gen", str(jpg), str(n)], check=True)
+            runs.append((f"jpeg --tile {args.tile}", [sys.executable, "-m", "srdeploy.cli.upscale", str(jpg),
+                                                     "--onnx", onnx, "-o", str(out / "jpeg"), "--tile",
+                                                     str(args.tile), "--max-pixels", str(10**9)]))
         if n in args.legacy_sizes:
             runs.append(("float (before)", [*me, "--child", "legacy", onnx, str(src),
                                             str(out / "legacy" / src.name), str(args.tile)]))
