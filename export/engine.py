@@ -204,7 +204,10 @@ def build_serialized_engine(
     t0 = time.perf_counter()
     engine = builder.build_serialized_network(network, config)
     if engine is None:
-        raise ExportError("TensorRT failed to build the engine (see the TensorRT log above)")
+        # issue 15: say what memory the build had (workspace, free GPU memory) and what to shrink
+        from srdeploy.memplan import build_failure_message
+
+        raise ExportError(build_failure_message(options.workspace_bytes, options.profiles) + " (TensorRT log above)")
     log(f"[EngineFromOnnx] built in {time.perf_counter() - t0:.1f} s")
     return bytes(memoryview(engine)), bytes(memoryview(config.get_timing_cache().serialize()))
 

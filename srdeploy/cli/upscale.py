@@ -5,9 +5,12 @@
     sr-upscale --engine esc_x4_fp16.engine photo.png -o out/     # torch-free (TensorRT)
     sr-upscale --onnx esc_x4_fp16.onnx clip.mp4 -o clip_x4.mp4   # video: srdeploy/cli/upscale_video.py
 
-Tiled inference (``--tile``, ``--tile-overlap``, LR pixels) bounds memory on large images; the
-tiling utility is torch-free and shared with the runtime. Every output file is written
-atomically: an error or Ctrl-C leaves no half-written file.
+Any input size (docs/tiling.md): images below the model's minimum are padded (``--pad``) and the
+output cropped back; ``--tile auto`` (default) picks the largest tile that fits the free memory,
+tiles are streamed into the uint8/uint16 output (PNG/TIFF written band by band), and an
+out-of-memory error halves the tile and retries. The logic lives in srdeploy.pipeline /
+srdeploy.tiling / srdeploy.memplan (torch-free). Every output file is written atomically: an
+error or Ctrl-C leaves no half-written file.
 """
 
 from __future__ import annotations
@@ -22,26 +25,45 @@ import numpy as np
 
 from srdeploy.cli.scaleout import add_scaleout_args, run_scaleout, wants_scaleout
 from srdeploy.errors import ShapeError, SrdeployError, cli_errors
-from srdeploy.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, read_image, resize_plane, write_image
+from srdeploy.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES
 from srdeploy.inputs import check_not_overwriting_inputs, check_unique_stems, expand_inputs
-from srdeploy.tiling import Tiling, tiled_apply
+from srdeploy.memplan import DEFAULT_MARGIN, MemoryProfile, measure_cpu_profile
+from srdeploy.pipeline import TilePlan, host_budget, upscale_file
+from srdeploy.tiling import BLENDS, PAD_MODES, SizeRule, Tiling
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
+def _tile_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tile takes 'auto' or a number of LR pixels, not {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError("--tile must be 'auto', 0 (whole image) or a positive size")
+    return v
+
+
 def add_tiling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tiling (LR pixels)")
-    g.add_argument("--tile", type=int, default=None, help="tile size; 0 = whole image; default: the model's")
+    g.add_argument("--tile", type=_tile_arg, default="auto",
+                   help="tile size; 0 = whole image; auto (default) = the largest tile that fits the free memory "
+                        "(sr-bench: the model's default tiling)")
     g.add_argument("--tile-overlap", type=int, default=None, help="overlap between tiles (default: 16 or the model's)")
-    g.add_argument("--tile-blend", choices=["crop", "average"], default=None, help="how overlaps are merged")
+    g.add_argument("--tile-blend", choices=list(BLENDS), default=None,
+                   help="how overlaps are merged: crop (exact for local models), average, linear/cosine (feathered)")
 
 
 def resolve_tiling(args: argparse.Namespace, default: Tiling | None) -> Tiling | None:
+    """A fixed tiling from the flags (``auto`` here means the model's default tiling)."""
     if args.tile == 0:
         return None
-    if args.tile is None and args.tile_overlap is None and args.tile_blend is None:
+    auto = args.tile in (None, "auto")
+    if auto and args.tile_overlap is None and args.tile_blend is None:
         return default
-    tile = args.tile if args.tile is not None else (default.tile if default else None)
+    tile = args.tile if not auto else (default.tile if default else None)
     if tile is None:
         raise SrdeployError("--tile-overlap/--tile-blend need --tile (this model has no default tiling)")
     overlap = args.tile_overlap if args.tile_overlap is not None else (default.overlap if default else 16)
@@ -68,12 +90,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alpha channel: upscale it separately (bicubic) or drop it with a notice")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs")
     p.add_argument("--suffix", default="", help="text added to output file names")
+    p.add_argument("--tile-memory", type=int, default=None, metavar="MiB",
+                   help="most working memory --tile auto plans for (default: half the free memory, at most 2048)")
+    p.add_argument("--pad", choices=list(PAD_MODES), default="replicate",
+                   help="how inputs below the model's minimum size are padded (the output is cropped back)")
     add_tiling_args(p)
     add_scaleout_args(p)  # --ray / --server (issue 18: srdeploy/cli/scaleout.py)
     from srdeploy.cli.upscale_video import add_video_args  # video inputs: see srdeploy/cli/upscale_video.py
 
     add_video_args(p)
     return p
+
+
+def resolve_plan(args: argparse.Namespace, default: Tiling | None, **auto: object) -> TilePlan:
+    """``--tile``: a fixed tiling, whole images (0), or ``auto`` (``auto`` = TilePlan fields)."""
+    if args.tile != "auto":
+        return TilePlan.fixed(resolve_tiling(args, default))
+    overlap = args.tile_overlap if args.tile_overlap is not None else (default.overlap if default else 16)
+    blend = args.tile_blend or (default.blend if default else "crop")
+    limit = getattr(args, "tile_memory", None)
+    if limit is not None:
+        if limit <= 0:
+            raise SrdeployError("--tile-memory must be a positive number of MiB")
+        base = auto.get("budget")
+        cap = limit * 1024**2
+
+        def capped() -> float | None:
+            b = base() if callable(base) else host_budget(cap)()
+            return None if b is None else min(b, cap)
+
+        auto["budget"] = capped
+    return TilePlan("auto", None, overlap, blend, default.tile if default else None, **auto)  # type: ignore[arg-type]
 
 
 def _check_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -99,27 +146,25 @@ def upscale_files(
     scale: int,
     inputs: Sequence[Path],
     outdir: Path,
-    tiling: Tiling | None,
+    tiling: Tiling | TilePlan | None,
     alpha: str = "upscale",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     suffix: str = "",
+    rule: SizeRule | None = None,
+    pad: str = "replicate",
 ) -> list[Path]:
-    """Upscale ``inputs`` into ``outdir`` with ``predict``; return the written paths."""
+    """Upscale ``inputs`` into ``outdir`` with ``predict``; return the written paths.
+
+    Each file goes through :func:`srdeploy.pipeline.upscale_file` (padding, tile plan, streaming,
+    out-of-memory retry).
+    """
     from tqdm import tqdm
 
     written = []
     for path in tqdm(inputs, desc="images", unit="img", disable=len(inputs) < 2):
-        rgb, info = read_image(path, max_pixels=max_pixels)
-        sr = tiled_apply(predict, rgb[None], scale, tiling, progress=True, desc=path.name)[0]
-        if info.alpha is not None:
-            if alpha == "drop":
-                print(f"notice: {path.name}: alpha channel dropped (--alpha drop)", file=sys.stderr)
-                info = type(info)(info.grayscale, info.bits, None)
-            else:
-                info = type(info)(info.grayscale, info.bits, resize_plane(info.alpha, sr.shape[1], sr.shape[2]))
         ext = path.suffix.lower() if path.suffix.lower() in SUPPORTED_SUFFIXES else ".png"
         dest = outdir / f"{path.stem}{suffix}{ext}"
-        write_image(dest, sr, info)
+        upscale_file(predict, scale, path, dest, tiling, rule, pad=pad, alpha=alpha, max_pixels=max_pixels)
         written.append(dest)
     return written
 
@@ -181,8 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = models.build(args.model, args.scale, args.weights)
     outdir = Path(args.output)
     _check_outdir(outdir)
-    predict = min_size_guard(torch_predict(model), args.model, desc.min_size)
-    written = upscale_files(predict, args.scale, inputs, outdir, tiling, args.alpha, args.max_pixels, args.suffix)
+    predict = torch_predict(model)
+    # sizes: inputs below the minimum are padded (--pad) and cropped back (srdeploy.tiling.padded)
+    rule = SizeRule(desc.min_size, desc.min_size)
+    plan = resolve_plan(args, desc.default_tiling, profile=lambda: measure_cpu_profile(predict, rule, args.scale))
+    written = upscale_files(predict, args.scale, inputs, outdir, plan, args.alpha, args.max_pixels, args.suffix,
+                            rule, args.pad)
     for w in written:
         print(w)
     return 0
@@ -202,12 +251,58 @@ def _main_runtime(args: argparse.Namespace, inputs: list[Path]) -> int:
     outdir = Path(args.output)
     _check_outdir(outdir)
     with predictor:
-        predict = min_size_guard(predictor, art.model, art.min_size)
-        written = upscale_files(predict, predictor.scale, inputs, outdir, tiling, args.alpha, args.max_pixels,
-                                args.suffix)
+        rule, plan = runtime_plan(args, predictor, art, backend)
+        written = upscale_files(predictor, predictor.scale, inputs, outdir, plan, args.alpha, args.max_pixels,
+                                args.suffix, rule, args.pad)
     for w in written:
         print(w)
     return 0
+
+
+def _trt_profile_sides(runner, art) -> tuple[int | None, int | None]:  # type: ignore[no-untyped-def]
+    """Smallest min side and smallest max side of the engine's profile 0 (else the descriptor's)."""
+    eng = getattr(runner, "_engine", None)
+    try:
+        mn, _, mx = eng.get_tensor_profile_shape(runner.inputs[0].name, 0)  # type: ignore[union-attr]
+        return min(int(mn[-2]), int(mn[-1])), min(int(mx[-2]), int(mx[-1]))
+    except Exception:  # no engine API here (older TensorRT, a double): the exporter's descriptor
+        prof = art.descriptor.get("trt_profile") or {}
+
+    def side(key: str) -> int | None:
+        v = prof.get(key) if isinstance(prof, dict) else None
+        return min(int(d) for d in str(v).lower().split("x")) if v else None
+
+    return side("min"), side("max")
+
+
+def runtime_plan(args: argparse.Namespace, predictor, art, backend: str) -> tuple[SizeRule, TilePlan]:  # type: ignore[no-untyped-def]
+    """Size rule and ``--tile`` plan for a torch-free predictor (srdeploy.memplan does the work)."""
+    from srdeploy.memplan import device_memory, engine_profile
+
+    runner = predictor.runners[0]
+    shape = runner.inputs[0].shape if runner.inputs else ()
+    fixed = (shape[2], shape[3]) if len(shape) == 4 and shape[2] and shape[3] else None  # static graph
+    rule = SizeRule(art.min_size, art.min_size, 1, fixed)  # type: ignore[arg-type]
+    scale = int(predictor.scale) if float(predictor.scale) == int(predictor.scale) else 1  # fractional: untiled
+    if backend == "tensorrt":  # the engine's own activation memory, against the free GPU memory
+        lo, cap = _trt_profile_sides(runner, art)
+        if lo is not None and lo > art.min_size:  # pad up to the engine profile's minimum too
+            rule = SizeRule(lo, lo, 1, fixed)  # type: ignore[arg-type]
+
+        def trt_budget() -> float | None:
+            mem = device_memory()
+            return None if mem is None else mem[0] * DEFAULT_MARGIN + runner.peak_memory().peak_bytes
+
+        def trt_profile() -> MemoryProfile:
+            return engine_profile(runner.peak_memory().peak_bytes, (cap or 0, cap or 0), scale)
+
+        plan = resolve_plan(args, art.default_tiling, profile=trt_profile, budget=trt_budget)
+        if cap is not None:
+            plan.cap = cap if plan.cap is None else min(plan.cap, cap)
+        return rule, plan
+    if getattr(runner, "device_kind", "cpu") != "cpu":  # ORT GPU providers report no memory
+        return rule, resolve_plan(args, art.default_tiling, profile=None, fallback=512)
+    return rule, resolve_plan(args, art.default_tiling, profile=lambda: measure_cpu_profile(predictor, rule, scale))
 
 
 if __name__ == "__main__":
