@@ -187,7 +187,7 @@ def _upscale_fractional(predict: Predict, scale: float, img, src: Path, dest: Pa
             say(f"notice: {src.name}: alpha channel dropped (--alpha drop)")
         else:
             a_up = upscale_alpha(img.alpha, H, W)
-    x = np.ascontiguousarray(img.lr, dtype=np.float32) * np.float32(img.in_scale)
+    x = np.ascontiguousarray(img.lr, dtype=np.float32) / np.float32(round(1.0 / img.in_scale))  # as iter_bands
     sr = predict(x)
     if sr.shape[-2:] != (H, W):
         raise SrdeployError(f"the model returned {sr.shape[-2:]} for x{scale} of {img.height}x{img.width}, "

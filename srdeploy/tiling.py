@@ -169,7 +169,7 @@ def iter_bands(
     """Apply ``fn`` ((N, C, h, w) float32 -> (N, C', s*h, s*w)) to ``lr`` tile by tile, streaming.
 
     ``lr`` is (N, C, H, W) of any dtype and layout (a transposed view of an HWC uint8 image is
-    fine): each tile is cut from it, copied to contiguous float32 and multiplied by ``in_scale``.
+    fine): each tile is cut from it, copied to contiguous float32 and scaled by ``in_scale`` (divided by its peak).
     Yields ``(y0, convert(rows))`` for finished output rows from top to bottom; nothing else of
     the output is kept. ``tiling=None`` (or a tile at least as large as the image) runs the image
     at once.
@@ -181,7 +181,9 @@ def iter_bands(
     def cut(y0: int, x0: int, th: int, tw: int) -> np.ndarray:
         t = np.ascontiguousarray(lr[:, :, y0 : y0 + th, x0 : x0 + tw], dtype=np.float32)
         if in_scale != 1.0:
-            t *= np.float32(in_scale)
+            # divide by the peak (255, 65535) rather than multiply by its reciprocal: the bits then equal
+            # read_image's ``/ 255.0`` (and srdeploy.video's frames), so every path gives the same pixels
+            t /= np.float32(round(1.0 / in_scale))
         return t
 
     def run(y0: int, x0: int, th: int, tw: int) -> np.ndarray:
