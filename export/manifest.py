@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from collections.abc import Mapping, Sequence
@@ -27,10 +26,6 @@ def artifact_stem(name: str, scale: int | float, fp16: bool = False, plugins: bo
     if plugins:
         s += "_plugins"
     return s
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srdeploy import onnxlayer
 from srdeploy.errors import SrdeployError
 from srdeploy.tiling import Tiling
 
@@ -26,6 +27,18 @@ class Artifact:
     files: dict[str, Path]  # "sr" or "encoder"/"decoder" (or "engine") -> path
     meta: dict[str, str] = field(default_factory=dict)  # srdeploy.* metadata_props (prefix dropped)
     manifest: dict[str, Any] = field(default_factory=dict)
+    protos: dict[str, Any] = field(default_factory=dict, repr=False)  # role -> onnx.ModelProto, parsed once
+
+    @property
+    def kind(self) -> str:
+        """The artifact kind backends declare they accept: ``engine`` or ``onnx``."""
+        return "engine" if "engine" in self.files else "onnx"
+
+    def proto(self, role: str) -> Any:
+        """The parsed graph of ``role`` (``sr``, ``encoder``, ``decoder``, ``onnx``), loaded once."""
+        if role not in self.protos:
+            self.protos[role] = onnxlayer.load(self.files[role])
+        return self.protos[role]
 
     def get(self, key: str, default: Any = None) -> Any:
         if key in self.manifest:
@@ -76,17 +89,11 @@ class Artifact:
         return int(self.descriptor.get("min_size", 1))
 
 
-def _meta_from_onnx(path: Path) -> dict[str, str]:
-    import onnx
-
-    from .graphstats import load_onnx
-
-    # metadata only: skip the weights of large external-data models
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # corrupt file: load_onnx raises the clear error
-        proto = load_onnx(path)
-    return {p.key.removeprefix("srdeploy."): p.value for p in proto.metadata_props if p.key.startswith("srdeploy.")}
+def _with_meta(art: Artifact, role: str | None) -> Artifact:
+    """Read the srdeploy.* metadata from the graph of ``role`` (parsed once, kept on the artifact)."""
+    if role is not None:
+        art.meta = onnxlayer.metadata(art.proto(role))
+    return art
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -119,16 +126,15 @@ def open_artifact(path: str | os.PathLike[str]) -> Artifact:
             raise SrdeployError(f"engine file {p} does not exist; build one with sr-export --engine")
         onnx_beside = folder / f"{stem}.onnx"
         if onnx_beside.is_file():  # the graph the engine was built from: metadata and MAC counts
-            return Artifact(stem, "sr", {"engine": p, "onnx": onnx_beside}, _meta_from_onnx(onnx_beside), manifest)
+            return _with_meta(Artifact(stem, "sr", {"engine": p, "onnx": onnx_beside}, {}, manifest), "onnx")
         return Artifact(stem, "sr", {"engine": p}, {}, manifest)
     enc, dec, single = folder / f"{stem}.encoder.onnx", folder / f"{stem}.decoder.onnx", folder / f"{stem}.onnx"
     if enc.is_file() or dec.is_file() or p.name.endswith((".encoder.onnx", ".decoder.onnx")):
         if not (enc.is_file() and dec.is_file()):
             raise SrdeployError(f"{stem}: an implicit model needs both {enc.name} and {dec.name}; re-export it")
-        meta = _meta_from_onnx(enc)
-        return Artifact(stem, "implicit", {"encoder": enc, "decoder": dec}, meta, manifest)
+        return _with_meta(Artifact(stem, "implicit", {"encoder": enc, "decoder": dec}, {}, manifest), "encoder")
     if p.suffix == ".json" and not single.is_file():
         raise SrdeployError(f"manifest {p} has no {single.name} beside it; re-export the model")
     if not single.is_file():
         raise SrdeployError(f"ONNX file {single} does not exist; export one with sr-export")
-    return Artifact(stem, "sr", {"sr": single}, _meta_from_onnx(single), manifest)
+    return _with_meta(Artifact(stem, "sr", {"sr": single}, {}, manifest), "sr")

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--onnx", help="exported .onnx (or STEM.encoder.onnx), run torch-free with ONNX Runtime")
     src.add_argument("--engine", help="TensorRT engine file, run torch-free")
     p.add_argument("--scale", type=int, default=None, help="upscaling factor (read from --onnx/--engine artifacts)")
+    p.add_argument("--backend", choices=_artifact_backends(), default=None,
+                   help="--onnx/--engine: the backend (default: the registry's for the artifact kind)")
     p.add_argument("--device", default="cpu", help="--onnx: ONNX Runtime provider cpu | cuda | tensorrt")
     p.add_argument("--plugin-library", default=None, help="--engine: TensorRT plugin library to load")
     p.add_argument("--weights", default=None, help="checkpoint file, manifest name, or 'official'")
@@ -67,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", default="", help="text added to output file names")
     add_tiling_args(p)
     return p
+
+
+def _artifact_backends() -> list[str]:
+    """Backends that run exported files (the registry of srdeploy.runtime.backends)."""
+    from srdeploy.runtime.backends import backends
+
+    return [name for name, b in backends().items() if {"onnx", "engine"} & set(b.accepts)]
 
 
 def _check_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -175,12 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main_runtime(args: argparse.Namespace, inputs: list[Path]) -> int:
     """``--onnx``/``--engine``: torch-free, through srdeploy.runtime's runners and the artifact's tiling."""
+    from srdeploy.runtime.backends import RunOptions
     from srdeploy.runtime.predict import open_predictor
-    from srdeploy.runtime.runners import OrtOptions
 
-    backend = "tensorrt" if args.engine else "onnxruntime"
-    options = OrtOptions(device=args.device) if backend == "onnxruntime" else None
-    predictor, art = open_predictor(args.onnx or args.engine, backend, options, args.scale, args.plugin_library)
+    options = RunOptions(device=args.device, plugin_library=args.plugin_library)
+    predictor, art = open_predictor(args.onnx or args.engine, args.backend, options, args.scale)
     tiling = resolve_tiling(args, art.default_tiling)
     if tiling is not None and tiling.tile < art.min_size:
         raise SrdeployError(f"--tile {tiling.tile} is below {art.model}'s minimum input size {art.min_size}")

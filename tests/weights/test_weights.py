@@ -347,7 +347,7 @@ def test_build_official_resolves_through_the_mirror(
     monkeypatch.setenv("SRDEPLOY_WEIGHTS_MIRROR", url + "/")
     model = models.build("agdn", 2, weights="official")
     assert model._srdeploy_weights["sha256"] == AGDN_X2_SHA
-    assert Path(model._srdeploy_weights["path"]) == tmp_path / "env-cache" / entry.relpath
+    assert Path(model._srdeploy_weights["path"]) == tmp_path / "env-cache" / "weights" / entry.relpath
     models.build("agdn", 2, weights="agdn")  # by name; a cache hit
     assert served.count(entry.relpath) == 1
 
