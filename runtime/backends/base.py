@@ -45,7 +45,7 @@ class BackendInfo:
     options: Callable[[RunOptions], Any]  # RunOptions -> this backend's options
     accepts: tuple[ArtifactKind, ...]
     requires: str  # the import that must succeed
-    extra: str  # the pip extra that provides it
+    install: str  # what to run when ``requires`` is missing
     probe: str = ""  # an attribute the module must have (namespace-only installs do not count)
     priority: int = 100  # the default backend for an artifact kind is the lowest priority accepting it
 

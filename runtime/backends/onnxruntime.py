@@ -141,5 +141,6 @@ def _options(o: RunOptions) -> OrtOptions:
     return OrtOptions(device=o.device, intra_op_threads=o.threads)
 
 
-BACKEND = BackendInfo("onnxruntime", OrtRunner, _options, accepts=("onnx",), requires="onnxruntime", extra="ort",
+BACKEND = BackendInfo("onnxruntime", OrtRunner, _options, accepts=("onnx",), requires="onnxruntime",
+                      install="pip install 'srdeploy[ort]'",
                       priority=10)

@@ -14,9 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from srdeploy.errors import BackendError, MissingDependencyError, ShapeError, SrdeployError, require
+from srdeploy.errors import BackendError, MissingDependencyError, ShapeError, SrdeployError
 
 from .base import BackendInfo, MemoryReport, Runner, RunOptions, TensorMeta
+
+#: no srdeploy extra installs TensorRT: it comes from NVIDIA's wheel or JetPack
+INSTALL = "pip install tensorrt (x86, CUDA 12/13) or, on Jetson, apt install python3-libnvinfer (JetPack)"
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,10 @@ class TrtRunner(Runner):
         return rest[0] if len(rest) == 1 else rest
 
     def _load(self) -> None:
-        trt = require("tensorrt", "gpu")
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise MissingDependencyError(f"TensorRT is not installed ({exc}); {INSTALL}") from exc
         if not hasattr(trt, "Runtime"):  # e.g. only the lean runtime's namespace package is installed
             raise MissingDependencyError(
                 "the full TensorRT Python bindings are not installed (tensorrt has no Runtime here); "
@@ -175,5 +181,5 @@ def _options(o: RunOptions) -> TrtOptions:
     return TrtOptions(plugin_library=o.plugin_library, device_index=index)
 
 
-BACKEND = BackendInfo("tensorrt", TrtRunner, _options, accepts=("engine",), requires="tensorrt", extra="gpu",
+BACKEND = BackendInfo("tensorrt", TrtRunner, _options, accepts=("engine",), requires="tensorrt", install=INSTALL,
                       probe="Runtime", priority=10)

@@ -95,5 +95,6 @@ def _options(o: RunOptions) -> TorchOptions:
     return TorchOptions(device=o.device, cudnn_benchmark=o.cudnn_benchmark)
 
 
-BACKEND = BackendInfo("torch", TorchRunner, _options, accepts=("module",), requires="torch", extra="torch",
+BACKEND = BackendInfo("torch", TorchRunner, _options, accepts=("module",), requires="torch",
+                      install="pip install 'srdeploy[torch]'",
                       priority=10)
