@@ -201,7 +201,7 @@ def export_model(
         model=config, scale=scale, outdir=outdir, **settings)
     plan = _check(cfg)
     prepared, plugin_ops = _prepare(plan, reuse)
-    if _is_two_graph(prepared):
+    if plan.desc.graph == "encoder+decoder":
         return _export_two_graph_model(plan, prepared, plugin_ops)
     base, onnx_facts = _onnx(plan, prepared, reuse)
     inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
@@ -233,6 +233,8 @@ def _check(cfg: ExportConfig) -> _Plan:
     desc.check_scale(cfg.scale)
     if cfg.fp16 and not desc.fp16:
         raise SrdeployError(f"{cfg.model} does not support fp16 deployment (descriptor fp16=False); drop --fp16")
+    if cfg.plugins and not desc.plugin_points:
+        raise SrdeployError(f"{cfg.model} has no TensorRT plugin points (descriptor plugin_points=()); drop --plugins")
     profile, from_flags = resolve_profile(desc, cfg)
     out = Path(cfg.outdir)
     _check_outdir(out)
@@ -250,13 +252,12 @@ def _prepare(plan: _Plan, reuse: ExportResult | None) -> tuple[Prepared, list[st
         from srdeploy.plugins import apply_plugins
 
         plugin_ops = list(apply_plugins(prepared.module))
+        if sorted(plugin_ops) != sorted(plan.desc.plugin_points):
+            raise ExportError(
+                f"{cfg.model} declares plugin points {list(plan.desc.plugin_points)} but the plugin swap found "
+                f"{plugin_ops}; fix the descriptor or the model's plugin attributes"
+            )
     return prepared, plugin_ops
-
-
-def _is_two_graph(prepared: Prepared) -> bool:
-    from .implicit_export import is_two_graph
-
-    return is_two_graph(prepared.module)
 
 
 def _onnx(plan: _Plan, prepared: Prepared, reuse: ExportResult | None) -> tuple[onnx.ModelProto, dict[str, Any]]:

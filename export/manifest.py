@@ -88,10 +88,6 @@ def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
     model.producer_version = srdeploy.__version__
 
 
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
-
-
 def _shape_arg(shape: Sequence[int], sep: str = "x") -> str:
     return sep.join(str(d) for d in shape)
 

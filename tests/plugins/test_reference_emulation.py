@@ -59,7 +59,7 @@ def test_reference_matches_an_explicit_loop() -> None:
 
 @pytest.mark.parametrize("convention", ["k-q", "q-k"])
 def test_reference_matches_models_contract_a(convention: str) -> None:
-    attention = pytest.importorskip("srdeploy.models.attention", reason="models/attention.py (contract A) absent")
+    from srdeploy.models import attention
     q, k, v, table = _inputs(3, 2, 8, 16, seed=2)
     ours = window_attention_ref(q, k, v, table, window=8, bias_index=convention)
     theirs = attention.window_attention(q, k, v, table, window=8, bias_index=convention)
@@ -67,7 +67,7 @@ def test_reference_matches_models_contract_a(convention: str) -> None:
 
 
 def test_local_ensemble_reference_matches_models_contract_b() -> None:
-    ciaosr = pytest.importorskip("srdeploy.models.ciaosr", reason="models/ciaosr.py (contract B) absent")
+    from srdeploy.models import ciaosr
     g = torch.Generator().manual_seed(3)
     query, keys, values = torch.randn(9, 20, generator=g), torch.randn(9, 4, 20, generator=g), torch.randn(9, 4, 7)
     theirs = ciaosr.local_ensemble(query, keys, values).numpy()
