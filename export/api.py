@@ -29,12 +29,13 @@ from srdeploy import onnxlayer
 from srdeploy.atomic import staged_dir
 from srdeploy.cache import sha256_bytes
 from srdeploy.errors import ExportError, ShapeError, SrdeployError
+from srdeploy.records import ArtifactRecord
 from srdeploy.sizes import Size
 
 from .compare import compare, tolerance_for
 from .config import ExportConfig
 from .engine import DeviceInfo, EngineOptions, EngineResult, TensorRTUnavailableError
-from .manifest import BatchedProfile, artifact_stem, metadata, polygraphy_command, set_metadata, trtexec_command
+from .manifest import BatchedProfile, artifact_stem, polygraphy_command, record, set_metadata, trtexec_command
 from .passes import PassContext, run_passes
 from .torch2onnx import Prepared, onnx_from_torch, prepare
 from .validate import Case, Validation, check_model, validate, validation_cases
@@ -206,7 +207,7 @@ def export_model(
     base, onnx_facts = _onnx(plan, prepared, reuse)
     inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
     graph, sections, problems = run_passes(base, _pass_context(plan, prepared, inputs))
-    props = _metadata(plan, prepared, plugin_ops, "sr")
+    props = _record(plan, prepared, plugin_ops, "sr")
     data = _finalise(graph, props)
     stem = artifact_stem(cfg.model, cfg.scale, cfg.fp16, bool(plugin_ops) or cfg.plugins)
     validation = _validate_single(plan, prepared, data, inputs, problems, stem) if cfg.run_validation else None
@@ -289,9 +290,9 @@ def _pass_context(plan: _Plan, prepared: Prepared, inputs: list[tuple[Case, np.n
     )
 
 
-def _metadata(plan: _Plan, prepared: Prepared, plugin_ops: list[str], graph: str) -> dict[str, str]:
+def _record(plan: _Plan, prepared: Prepared, plugin_ops: list[str], graph: str) -> ArtifactRecord:
     two = graph != "sr"
-    return metadata(
+    return record(
         desc=plan.desc,
         scale=prepared.scale,
         hparams=prepared.hparams,
@@ -304,7 +305,7 @@ def _metadata(plan: _Plan, prepared: Prepared, plugin_ops: list[str], graph: str
     )
 
 
-def _finalise(graph: onnx.ModelProto, props: dict[str, str]) -> bytes:
+def _finalise(graph: onnx.ModelProto, props: ArtifactRecord) -> bytes:
     """Metadata on a copy (the passes' input stays untouched for ``reuse``), onnx.checker, bytes."""
     graph_copy = onnx.ModelProto()
     graph_copy.CopyFrom(graph)
@@ -371,7 +372,7 @@ def build_manifest(
     plan: _Plan,
     prepared: Prepared,
     plugin_ops: list[str],
-    props: dict[str, str],
+    props: ArtifactRecord,
     stem: str,
     validation: Validation | None,
     inputs: Sequence[tuple[Case, np.ndarray]],
@@ -391,11 +392,7 @@ def build_manifest(
     bprof = BatchedProfile.from_shapes(plan.profile, plan.cfg.max_batch)
     manifest: dict[str, Any] = {
         "stem": stem,
-        **{k.removeprefix("srdeploy."): v for k, v in props.items()},
-        "descriptor": desc.as_dict(),
-        "hparams": prepared.hparams,
-        "fusions": prepared.fusions,
-        "plugins": plugin_ops,
+        **props.to_manifest(),
         "weights": {
             "kind": prepared.weights_kind,
             "sha256": prepared.weights_sha256,
@@ -477,7 +474,7 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
     inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
     blobs: dict[str, bytes] = {}
     for role, g in (("encoder", graphs.encoder), ("decoder", graphs.decoder)):
-        blobs[f"{stem}.{role}.onnx"] = _finalise(g, _metadata(plan, prepared, plugin_ops, role))
+        blobs[f"{stem}.{role}.onnx"] = _finalise(g, _record(plan, prepared, plugin_ops, role))
     validation = None
     if cfg.run_validation:
         tol = tolerance_for("fp32", prepared.weights_kind)
@@ -513,7 +510,7 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
         }
         for role, g, shapes in (("encoder", graphs.encoder, enc_shapes), ("decoder", graphs.decoder, dec_shapes))
     }
-    props = _metadata(plan, prepared, plugin_ops, "encoder+decoder")
+    props = _record(plan, prepared, plugin_ops, "encoder+decoder")
     manifest = build_manifest(
         plan, prepared, plugin_ops, props, stem, validation, inputs, {"fp16": None},
         graphs={

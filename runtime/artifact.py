@@ -15,6 +15,7 @@ from typing import Any
 
 from srdeploy import onnxlayer
 from srdeploy.errors import SrdeployError
+from srdeploy.records import ArtifactRecord
 from srdeploy.tiling import Tiling
 
 
@@ -25,7 +26,7 @@ class Artifact:
     stem: str
     graph: str  # "sr" | "implicit" (encoder + decoder)
     files: dict[str, Path]  # "sr" or "encoder"/"decoder" (or "engine") -> path
-    meta: dict[str, str] = field(default_factory=dict)  # srdeploy.* metadata_props (prefix dropped)
+    meta: dict[str, str] = field(default_factory=dict)  # srdeploy.* metadata_props as written (prefix dropped)
     manifest: dict[str, Any] = field(default_factory=dict)
     protos: dict[str, Any] = field(default_factory=dict, repr=False)  # role -> onnx.ModelProto, parsed once
 
@@ -40,53 +41,43 @@ class Artifact:
             self.protos[role] = onnxlayer.load(self.files[role])
         return self.protos[role]
 
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.manifest:
-            return self.manifest[key]
-        return self.meta.get(key, default)
+    @property
+    def record(self) -> ArtifactRecord | None:
+        """The exporter's typed record: from the manifest when there is one, else from the metadata."""
+        if self.manifest and "model" in self.manifest:
+            return ArtifactRecord.from_manifest(self.manifest, f"manifest of {self.stem}")
+        return ArtifactRecord.from_metadata(self.meta, f"metadata of {self.stem}")
 
     @property
     def model(self) -> str:
-        return str(self.get("model") or self.stem)
+        rec = self.record
+        return rec.model if rec else self.stem
 
     @property
     def scale(self) -> int | None:
-        s = self.get("scale")
-        try:
-            return int(float(s)) if s not in (None, "") else None
-        except (TypeError, ValueError):
-            return None
+        rec = self.record
+        return rec.int_scale if rec else None
 
     @property
     def precision(self) -> str:
-        return str(self.get("precision") or "fp32")
+        rec = self.record
+        return rec.precision if rec else "fp32"
 
     @property
     def random_weights(self) -> bool:
-        """True when the exporter recorded no weights hash (random initialisation)."""
-        sha = self.get("weights_sha256")
-        return sha is None or sha == ""
-
-    @property
-    def descriptor(self) -> dict[str, Any]:
-        d = self.get("descriptor") or {}
-        if isinstance(d, str):
-            try:
-                d = json.loads(d)
-            except json.JSONDecodeError:
-                d = {}
-        return d if isinstance(d, dict) else {}
+        """True when the exporter recorded no weights hash (random initialisation) or no record at all."""
+        rec = self.record
+        return rec.random_weights if rec else True
 
     @property
     def default_tiling(self) -> Tiling | None:
-        t = self.descriptor.get("default_tiling")
-        if not t:
-            return None
-        return Tiling(int(t["tile"]), int(t["overlap"]), t.get("blend", "crop"))
+        rec = self.record
+        return rec.default_tiling if rec else None
 
     @property
     def min_size(self) -> int:
-        return int(self.descriptor.get("min_size", 1))
+        rec = self.record
+        return rec.min_size if rec else 1
 
 
 def _with_meta(art: Artifact, role: str | None) -> Artifact:

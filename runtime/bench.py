@@ -137,13 +137,13 @@ def run_bench(cfg: BenchConfig, source: ModelSource | None = None) -> dict[str, 
             assert path is not None
             run_opts = RunOptions(device=cfg.device, threads=cfg.threads, plugin_library=cfg.plugin_library)
             predictor, art = open_predictor(path, cfg.backend, run_opts, cfg.scale)
-            if cfg.precision and art.get("precision") and cfg.precision != art.precision:
+            if cfg.precision and art.record is not None and cfg.precision != art.precision:
                 raise SrdeployError(
                     f"{path} is a {art.precision} graph but --precision {cfg.precision} was given; "
                     "export the other precision or drop --precision"
                 )
             precision = art.precision
-            random_weights = art.random_weights if (art.meta or art.manifest) else cfg.weights is None
+            random_weights = art.random_weights if art.record is not None else cfg.weights is None
             scale = int(predictor.scale)
             key = cfg.name or art.stem
             stats = _stats_for(art, cfg.flops_size, log)
