@@ -26,7 +26,7 @@ from srdeploy.models import Descriptor, descriptor
 from srdeploy.models.registry import ShapeProfile
 
 from srdeploy import onnxlayer
-from srdeploy.atomic import staged_dir
+from srdeploy.atomic import check_outdir, staged_dir
 from srdeploy.cache import sha256_bytes
 from srdeploy.errors import ExportError, ShapeError, SrdeployError
 from srdeploy.records import ArtifactRecord
@@ -96,17 +96,6 @@ def resolve_profile(desc: Descriptor, cfg: ExportConfig) -> tuple[ShapeProfile, 
             raise ShapeError(f"shapes must satisfy min <= opt <= max in H and W, got {lo}, {opt}, {hi}")
         return ShapeProfile(lo, opt, hi), True
     return desc.trt_profile, False
-
-
-def _check_outdir(outdir: Path) -> None:
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SrdeployError(
-            f"cannot create output directory {outdir} ({exc.strerror}); choose another with -o"
-        ) from exc
-    if not os.access(outdir, os.W_OK):
-        raise SrdeployError(f"output directory {outdir} is not writable; choose another with -o")
 
 
 def make_inputs(
@@ -238,7 +227,7 @@ def _check(cfg: ExportConfig) -> _Plan:
         raise SrdeployError(f"{cfg.model} has no TensorRT plugin points (descriptor plugin_points=()); drop --plugins")
     profile, from_flags = resolve_profile(desc, cfg)
     out = Path(cfg.outdir)
-    _check_outdir(out)
+    check_outdir(out)
     return _Plan(cfg, desc, profile, from_flags, out, t_start)
 
 

@@ -12,13 +12,13 @@ atomically: an error or Ctrl-C leaves no half-written file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from srdeploy.atomic import check_outdir
 from srdeploy.errors import InputImageError, ShapeError, SrdeployError, cli_errors
 from srdeploy.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, read_image, resize_plane, write_image
 from srdeploy.tiling import Tiling, tiled_apply
@@ -86,17 +86,6 @@ def _check_inputs(inputs: Sequence[str]) -> list[Path]:
             raise InputImageError(f"input {path} does not exist or is not a file")
         paths.append(path)
     return paths
-
-
-def _check_outdir(outdir: Path) -> None:
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SrdeployError(
-            f"cannot create output directory {outdir} ({exc.strerror}); choose another with -o"
-        ) from exc
-    if not os.access(outdir, os.W_OK):
-        raise SrdeployError(f"output directory {outdir} is not writable; choose another with -o")
 
 
 def upscale_files(
@@ -174,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SrdeployError(f"--tile {tiling.tile} is below {args.model}'s minimum input size {desc.min_size}")
     model = models.build(args.model, args.scale, args.weights)
     outdir = Path(args.output)
-    _check_outdir(outdir)
+    check_outdir(outdir)
     predict = min_size_guard(torch_predict(model), args.model, desc.min_size)
     written = upscale_files(predict, args.scale, inputs, outdir, tiling, args.alpha, args.max_pixels, args.suffix)
     for w in written:
@@ -193,7 +182,7 @@ def _main_runtime(args: argparse.Namespace, inputs: list[Path]) -> int:
     if tiling is not None and tiling.tile < art.min_size:
         raise SrdeployError(f"--tile {tiling.tile} is below {art.model}'s minimum input size {art.min_size}")
     outdir = Path(args.output)
-    _check_outdir(outdir)
+    check_outdir(outdir)
     with predictor:
         predict = min_size_guard(predictor, art.model, art.min_size)
         written = upscale_files(predict, predictor.scale, inputs, outdir, tiling, args.alpha, args.max_pixels,
