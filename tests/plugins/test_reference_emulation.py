@@ -174,3 +174,19 @@ def test_fp16_kernel_lane_level_replay(window: int, d: int, convention: str, win
     assert _rel(lanes, ref) <= load_spec(WINDOW_ATTENTION).max_rel("emulation_vs_reference_float16")
     tiled = emulate_window_attention(qn, kn, vn, tn, window=window, bias_index=convention, scale=0.3)
     assert _rel(lanes, tiled) <= 2e-3  # the two replays agree up to fp16 output rounding
+
+
+def test_cpp_names_and_versions_follow_the_specs() -> None:
+    """Each plugin's C++ name and version constant equal its spec (plugins/<Op>.json)."""
+    from pathlib import Path
+
+    from srdeploy.plugins.registry import PLUGINS
+
+    header = (Path(build.__file__).parent / "csrc" / "sr_plugins.h").read_text()
+    consts = dict(re.findall(r'constexpr char const\* (k\w+) = "([^"]*)";', header))
+    cpp = {"SRWindowAttention": "kWindowAttention", "CiaoSRLocalEnsemble": "kLocalEnsemble"}
+    assert set(cpp) == set(PLUGINS)
+    for op, prefix in cpp.items():
+        spec = load_spec(op)
+        assert consts[f"{prefix}Name"] == spec.op_type
+        assert consts[f"{prefix}Version"] == spec.plugin_version
