@@ -36,9 +36,10 @@ from .measure import (
 from .predict import Predictor, open_predictor
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
-    """Everything ``sr-bench`` needs; ``None`` means "use the default"."""
+    """Everything ``sr-bench`` needs; ``None`` means "use the default". Frozen: ``run_bench`` never
+    changes it (``log`` collects the log lines)."""
 
     onnx: str | None = None
     engine: str | None = None
@@ -150,10 +151,12 @@ def run_bench(cfg: BenchConfig, source: ModelSource | None = None) -> dict[str, 
         if cfg.data_from_image is not None:
             if tmp is None:
                 tmp = tempfile.TemporaryDirectory(prefix="srbench-")
-            cfg.data = str(make_crop_sets(cfg.data_from_image, Path(tmp.name) / "data"))
+            data = str(make_crop_sets(cfg.data_from_image, Path(tmp.name) / "data"))
             log(f"data: crops of {cfg.data_from_image} (valid 3, test 1; LR by bicubic downscaling)")
-        if cfg.data is not None:
-            sets = load_sets(cfg.data, scale)
+        else:
+            data = cfg.data
+        if data is not None:
+            sets = load_sets(data, scale)
         else:
             assert cfg.synthetic is not None
             sets = synthetic_set(cfg.synthetic.h, cfg.synthetic.w, cfg.images)
@@ -165,7 +168,7 @@ def run_bench(cfg: BenchConfig, source: ModelSource | None = None) -> dict[str, 
             mem_note = predictor.peak_memory().note
         clock = predictor.timing.clock
         extra: dict[str, Any] = {"backend": info.get("backend"), "device": info.get("device"),
-                                 "data": cfg.data or f"synthetic {cfg.synthetic}",
+                                 "data": data or f"synthetic {cfg.synthetic}",
                                  "tiling": None if cfg.tiling is None else vars(cfg.tiling)}
         if art is not None:
             files = {k: str(v) for k, v in art.files.items()}
