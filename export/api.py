@@ -102,7 +102,7 @@ def make_inputs(
     cases: Sequence[Case], image: str | os.PathLike[str] | None, seed: int
 ) -> list[tuple[Case, np.ndarray]]:
     """Validation inputs: crops of a real image when given, else the project's seeded images."""
-    from srdeploy.models.seeding import seeded_input
+    from srdeploy.models._seeding import seeded_input
 
     real = None
     if image is not None:

@@ -43,7 +43,7 @@ class TwoGraphs:
 
 
 def export_two_graphs(prepared: Prepared, lo: int, opset: int, exporter: Exporter, seed: int) -> TwoGraphs:
-    from srdeploy.models.seeding import seeded_input
+    from srdeploy.models._seeding import seeded_input
 
     from srdeploy.implicit import make_cell, make_coord
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .seeding import seeded_input, seeded_tensor
+from ._seeding import seeded_input, seeded_tensor
 
 __all__ = ["load_fixture", "rel_max_err", "seeded_input", "seeded_state_dict", "seeded_tensor"]
 

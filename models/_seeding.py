@@ -1,5 +1,7 @@
 """The project's seeded random weights and images (used by the exporter for random-weight exports
-and validation inputs, and by the tests and fixture generators through ``models._testing``)."""
+and validation inputs, and by the tests and fixture generators through ``models._testing``).
+
+Private (underscore): not a model family and not a public API."""
 
 from __future__ import annotations
 
