@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", default="span", help="row to score against (default: span, the 2026 baseline)")
     args = p.parse_args(argv)
 
-    from srdeploy.runtime.bench import BenchConfig, run_bench
+    from srdeploy.export.bench_source import run_bench_model
+    from srdeploy.runtime.bench import BenchConfig
     from srdeploy.runtime.report import write_report
 
     from srdeploy import models
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             flops_size=size, progress=False,
         )
         try:
-            res = run_bench(cfg)
+            res = run_bench_model(cfg)
         except SrdeployError as exc:
             failures.append(f"{name}: {' '.join(str(exc).split())}")
             print(f"[fail] {name}: {exc}", file=sys.stderr)

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 _CHILD = r"""
 import json, resource, sys
 from srdeploy.runtime.predict import open_predictor
-from srdeploy.runtime.runners import OrtOptions
+from srdeploy.runtime.backends.onnxruntime import OrtOptions
 from srdeploy.video import VideoOptions, upscale_video
 onnx, src, dest, codec, threads, batch, spin, preset = sys.argv[1:9]
 opts = OrtOptions(intra_op_threads=int(threads) if threads != "0" else None,
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import av
     import numpy as np
+    from srdeploy.runtime.backends.onnxruntime import OrtOptions
     from srdeploy.runtime.predict import open_predictor
-    from srdeploy.runtime.runners import OrtOptions
 
     from srdeploy.sizes import parse_size
     from srdeploy.video import VideoOptions, upscale_video

@@ -1,17 +1,20 @@
 """``export_model``: registered model -> validated deployment artifact (what ``sr-export`` runs).
 
-Stages (each a small callable, ``None`` meaning "the default"):
-prepare (weights, fusion) -> onnx_from_torch -> fp16 pass (optional) -> onnx.checker ->
-validate in ONNX Runtime against PyTorch -> write ``STEM.onnx`` + ``STEM.json`` atomically ->
-``EngineFromOnnx`` (optional).
+Stages, each a small function below, all reading one frozen :class:`~.config.ExportConfig`:
+check -> prepare (weights, fusion, plugins) -> ONNX from torch -> graph passes
+(:data:`srdeploy.export.passes.PASSES`, fp16 first) -> metadata + ``onnx.checker`` -> validate
+in ONNX Runtime against PyTorch -> write ``STEM.onnx`` + ``STEM.json`` atomically -> TensorRT
+engine (optional). Encoder/decoder models (CiaoSR) share every stage but ONNX-from-torch and
+validation (:mod:`.implicit_export`); one manifest builder serves both.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -22,29 +25,20 @@ import onnx
 from srdeploy.models import Descriptor, descriptor
 from srdeploy.models.registry import ShapeProfile
 
-from srdeploy.atomic import staged_dir
+from srdeploy import onnxlayer
+from srdeploy.atomic import check_outdir, staged_dir
+from srdeploy.cache import sha256_bytes
 from srdeploy.errors import ExportError, ShapeError, SrdeployError
-from srdeploy.sizes import Size, parse_size
+from srdeploy.records import ArtifactRecord
+from srdeploy.sizes import Size
 
-from . import fp16 as fp16_pass
 from .compare import compare, tolerance_for
+from .config import ExportConfig
 from .engine import DeviceInfo, EngineOptions, EngineResult, TensorRTUnavailableError
-from .manifest import (
-    BatchedProfile,
-    artifact_stem,
-    metadata,
-    polygraphy_command,
-    set_metadata,
-    sha256_bytes,
-    trtexec_command,
-)
-from .torch2onnx import Exporter, Prepared, onnx_from_torch, prepare
-from .validate import Case, Validation, check_model, ort_session, validate, validation_cases
-
-DEFAULT_OPSET = 18
-FP16_MIN_MAC_FRACTION = 0.90
-FP16_PSNR_MARGIN_DB = 3.0  # escalate islands until fp16 beats the tolerance by this margin
-FP16_MAX_ROUNDS = 4
+from .manifest import BatchedProfile, artifact_stem, polygraphy_command, record, set_metadata, trtexec_command
+from .passes import PassContext, run_passes
+from .torch2onnx import Prepared, onnx_from_torch, prepare
+from .validate import Case, Validation, check_model, validate, validation_cases
 
 
 @dataclass
@@ -56,7 +50,6 @@ class ExportResult:
     files: list[Path]
     manifest: dict[str, Any]
     validation: Validation | None
-    fp16_report: fp16_pass.Fp16Report | None
     engine: EngineResult | None = None
     # Reusable by a second call (e.g. derive fp16 without exporting again):
     prepared: Prepared | None = field(default=None, repr=False)
@@ -72,12 +65,6 @@ class ExportResult:
         return self.outdir / f"{self.stem}.json"
 
 
-def _as_size(v: Size | str | None) -> Size | None:
-    if v is None or isinstance(v, Size):
-        return v
-    return parse_size(v)
-
-
 def check_shape(desc: Descriptor, size: Size, what: str) -> None:
     """An exporter shape must reach the model's minimum and be a multiple of its size multiple."""
     m = desc.size_multiple
@@ -91,50 +78,31 @@ def check_shape(desc: Descriptor, size: Size, what: str) -> None:
         )
 
 
-def resolve_profile(
-    desc: Descriptor,
-    static: Size | None,
-    min_shape: Size | None,
-    opt_shape: Size | None,
-    max_shape: Size | None,
-) -> tuple[ShapeProfile, bool]:
+def resolve_profile(desc: Descriptor, cfg: ExportConfig) -> tuple[ShapeProfile, bool]:
     """The LR shape profile (from the flags or the descriptor) and whether it came from flags."""
-    given = [s for s in (min_shape, opt_shape, max_shape) if s is not None]
+    static, lo, opt, hi = cfg.static, cfg.min_shape, cfg.opt_shape, cfg.max_shape
+    given = [s for s in (lo, opt, hi) if s is not None]
     if static is not None and given:
         raise SrdeployError("--static excludes --min-shape/--opt-shape/--max-shape; give one or the other")
     if static is not None:
         check_shape(desc, static, "--static")
         return ShapeProfile(static, static, static), True
     if given:
-        if len(given) != 3:
+        if lo is None or opt is None or hi is None:
             raise SrdeployError("give all three of --min-shape, --opt-shape and --max-shape")
-        assert min_shape and opt_shape and max_shape
-        for s, what in ((min_shape, "--min-shape"), (opt_shape, "--opt-shape"), (max_shape, "--max-shape")):
+        for s, what in ((lo, "--min-shape"), (opt, "--opt-shape"), (hi, "--max-shape")):
             check_shape(desc, s, what)
-        if not (min_shape.h <= opt_shape.h <= max_shape.h and min_shape.w <= opt_shape.w <= max_shape.w):
-            raise ShapeError(
-                f"shapes must satisfy min <= opt <= max in H and W, got {min_shape}, {opt_shape}, {max_shape}"
-            )
-        return ShapeProfile(min_shape, opt_shape, max_shape), True
+        if not (lo.h <= opt.h <= hi.h and lo.w <= opt.w <= hi.w):
+            raise ShapeError(f"shapes must satisfy min <= opt <= max in H and W, got {lo}, {opt}, {hi}")
+        return ShapeProfile(lo, opt, hi), True
     return desc.trt_profile, False
-
-
-def _check_outdir(outdir: Path) -> None:
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SrdeployError(
-            f"cannot create output directory {outdir} ({exc.strerror}); choose another with -o"
-        ) from exc
-    if not os.access(outdir, os.W_OK):
-        raise SrdeployError(f"output directory {outdir} is not writable; choose another with -o")
 
 
 def make_inputs(
     cases: Sequence[Case], image: str | os.PathLike[str] | None, seed: int
 ) -> list[tuple[Case, np.ndarray]]:
     """Validation inputs: crops of a real image when given, else the project's seeded images."""
-    from srdeploy.models._testing import seeded_input
+    from srdeploy.models._seeding import seeded_input
 
     real = None
     if image is not None:
@@ -163,8 +131,6 @@ def make_inputs(
 
 def torch_reference(module: Any, dtype: str = "float32") -> Any:
     """A numpy callable running ``module`` in PyTorch (``dtype="float64"``: on a float64 copy)."""
-    import copy
-
     import torch
 
     if dtype == "float64":
@@ -188,374 +154,319 @@ def _float64_reference(module: Any, probe: np.ndarray) -> Any:
     return fn
 
 
-def derive_fp16(
-    graph: onnx.ModelProto,
-    calib: np.ndarray,
-    reference: np.ndarray,
-    target_psnr_db: float,
+@dataclass(frozen=True)
+class _Plan:
+    """What the check stage resolved from the config (shared by the later stages)."""
+
+    cfg: ExportConfig
+    desc: Descriptor
+    profile: ShapeProfile
+    from_flags: bool
+    out: Path
+    t_start: float
+
+    @property
+    def cases(self) -> list[Case]:
+        return validation_cases(self.desc, self.cfg.static, self.profile if self.from_flags else None)
+
+
+def export_model(
+    config: ExportConfig | str,
+    scale: int | None = None,
+    outdir: str | os.PathLike[str] | None = None,
     *,
-    io_fp16: bool = False,
-) -> tuple[onnx.ModelProto, fp16_pass.Fp16Report, list[dict[str, Any]]]:
-    """The fp16 graph pass with measurement-driven islands.
+    reuse: ExportResult | None = None,
+    trt_api: ModuleType | None = None,
+    device: DeviceInfo | None = None,
+    **settings: Any,
+) -> ExportResult:
+    """Export per ``config`` (or ``export_model(name, scale, outdir, **settings)``); see docs/export.md.
 
-    Round 0 keeps the sensitive ops and the measured overflow tensors in fp32. While the fp16
-    graph's PSNR (against fp32 PyTorch, on ``calib``) misses ``target + margin``, the nodes whose
-    own error gain is largest become fp32 islands too.
+    ``reuse``: a previous result for the same model, scale, weights and shapes; its prepared
+    model and fp32 graph are reused (the test suite derives fp16 from fp32 this way). ``trt_api``
+    / ``device``: a TensorRT module and GPU to build with (tests pass a recording double). Raises
+    an :class:`~srdeploy.errors.SrdeployError` (nothing written) when anything fails.
     """
-    in_name = graph.graph.input[0].name
-    feed = {in_name: calib}
-    extra: dict[str, str] = {}
-    history: list[dict[str, Any]] = []
-    for rnd in range(FP16_MAX_ROUNDS):
-        proto, report, info = fp16_pass.convert(graph, feed, io_fp16=io_fp16, extra_islands=extra)
-        feed16 = {in_name: calib.astype(np.float16 if io_fp16 else np.float32)}
-        sess = ort_session(proto.SerializeToString())
-        out = sess.run(None, feed16)[0].astype(np.float32)
-        psnr = compare(out, reference).psnr_db
-        history.append({"round": rnd, "psnr_db": round(psnr, 3), "islands": len(report.islands)})
-        if psnr >= target_psnr_db + FP16_PSNR_MARGIN_DB or rnd == FP16_MAX_ROUNDS - 1:
-            return proto, report, history
-        island_names = {i.node for i in report.islands}
-        candidates = [
-            idx
-            for idx in sorted(info.data_nodes)
-            if fp16_pass._node_name(graph_nodes(graph)[idx], idx) not in island_names
-        ]
-        gains = fp16_pass.error_gain(graph, proto, info, feed, feed16, candidates)
-        ranked = sorted(gains.items(), key=lambda kv: -kv[1])
-        nodes = graph_nodes(graph)
-        producer = {out: i for i, n in enumerate(nodes) for out in n.output}
-        added = 0
-        for idx, gain in ranked:
-            if gain < 2.0 or added >= 4:
-                break
-            node = nodes[idx]
-            extra[fp16_pass._node_name(node, idx)] = f"precision: measured error gain {gain:.1f}x"
-            added += 1
-            # A gate (sigmoid/softmax) amplifies the *absolute* fp16 error of its input, so the
-            # Conv/MatMul computing that input joins the island.
-            for name in node.input:
-                j = producer.get(name)
-                if j is not None and j in info.data_nodes and nodes[j].op_type in ("Conv", "MatMul", "Gemm"):
-                    extra.setdefault(fp16_pass._node_name(nodes[j], j), f"precision: feeds {node.op_type} island")
-        if not added:
-            return proto, report, history
-    raise AssertionError("unreachable")
+    cfg = config if isinstance(config, ExportConfig) else ExportConfig.of(
+        model=config, scale=scale, outdir=outdir, **settings)
+    plan = _check(cfg)
+    prepared, plugin_ops = _prepare(plan, reuse)
+    if plan.desc.graph == "encoder+decoder":
+        return _export_two_graph_model(plan, prepared, plugin_ops)
+    base, onnx_facts = _onnx(plan, prepared, reuse)
+    inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
+    graph, sections, problems = run_passes(base, _pass_context(plan, prepared, inputs))
+    props = _record(plan, prepared, plugin_ops, "sr")
+    data = _finalise(graph, props)
+    stem = artifact_stem(cfg.model, cfg.scale, cfg.fp16, bool(plugin_ops) or cfg.plugins)
+    validation = _validate_single(plan, prepared, data, inputs, problems, stem) if cfg.run_validation else None
+    bprof = BatchedProfile.from_shapes(plan.profile, cfg.max_batch)
+    libs = _plugin_libs(plugin_ops)
+    manifest = build_manifest(
+        plan, prepared, plugin_ops, props, stem, validation, inputs, sections,
+        graphs={"onnx": _single_graph_section(plan, graph, data, stem, onnx_facts)},
+        tensorrt=_tensorrt_section(plan, stem, bprof, libs),
+        export_seconds=onnx_facts["seconds"],
+    )
+    files = _write(plan.out, {f"{stem}.onnx": data}, stem, manifest)
+    result = ExportResult(stem, plan.out, files, manifest, validation, prepared=prepared, fp32_graph=base,
+                          onnx_model=graph)
+    if cfg.engine:
+        _build_engine(plan, result, bprof, libs, trt_api, device)
+    return result
 
 
-def graph_nodes(graph: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """Nodes as the fp16 pass indexes them (Constant nodes folded into initializers)."""
-    import copy
+def _check(cfg: ExportConfig) -> _Plan:
+    """Stage 0: the model, scale, precision and shapes make sense; the output folder is writable."""
+    t_start = time.perf_counter()
+    desc = descriptor(cfg.model)
+    desc.check_scale(cfg.scale)
+    if cfg.fp16 and not desc.fp16:
+        raise SrdeployError(f"{cfg.model} does not support fp16 deployment (descriptor fp16=False); drop --fp16")
+    if cfg.plugins and not desc.plugin_points:
+        raise SrdeployError(f"{cfg.model} has no TensorRT plugin points (descriptor plugin_points=()); drop --plugins")
+    profile, from_flags = resolve_profile(desc, cfg)
+    out = Path(cfg.outdir)
+    check_outdir(out)
+    return _Plan(cfg, desc, profile, from_flags, out, t_start)
 
-    return list(fp16_pass.constants_to_initializers(copy.deepcopy(graph)).graph.node)
+
+def _prepare(plan: _Plan, reuse: ExportResult | None) -> tuple[Prepared, list[str]]:
+    """Stage 1: weights, fusion, plugin swap (or the prepared model of ``reuse``)."""
+    cfg = plan.cfg
+    if reuse is not None and reuse.prepared is not None and reuse.fp32_graph is not None:
+        return reuse.prepared, list(reuse.manifest.get("plugins", []))
+    prepared = prepare(cfg.model, cfg.scale, cfg.weights, cfg.options, cfg.seed, dynamic=cfg.static is None)
+    plugin_ops: list[str] = []
+    if cfg.plugins:
+        from srdeploy.plugins import apply_plugins
+
+        plugin_ops = list(apply_plugins(prepared.module))
+        if sorted(plugin_ops) != sorted(plan.desc.plugin_points):
+            raise ExportError(
+                f"{cfg.model} declares plugin points {list(plan.desc.plugin_points)} but the plugin swap found "
+                f"{plugin_ops}; fix the descriptor or the model's plugin attributes"
+            )
+    return prepared, plugin_ops
 
 
-def _manifest_head(
-    stem: str, props: dict[str, str], desc: Descriptor, prepared: Prepared, plugin_ops: list[str]
+def _onnx(plan: _Plan, prepared: Prepared, reuse: ExportResult | None) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Stage 2: the fp32 ONNX graph from torch (or the fp32 graph of ``reuse``)."""
+    if reuse is not None and reuse.prepared is not None and reuse.fp32_graph is not None:
+        return reuse.fp32_graph, {"exporter": "reuse", "seconds": 0.0, "notes": ()}
+    import torch
+
+    cfg, desc = plan.cfg, plan.desc
+    lo = plan.profile.min if plan.from_flags else Size(max(desc.min_size, 16), max(desc.min_size, 16))
+    example = torch.from_numpy(make_inputs([Case(2, lo)], None, cfg.seed)[0][1])  # N=2: N=1 would specialise
+    dyn: dict[str, dict[int, tuple[str, int]]] = {"lr": {0: ("N", 1)}}
+    if cfg.static is None:
+        dyn["lr"].update({2: ("H", max(desc.min_size, 2)), 3: ("W", max(desc.min_size, 2))})
+    exported = onnx_from_torch(prepared.module, (example,), dynamic_axes=dyn, opset=cfg.opset_or_default,
+                               exporter=cfg.exporter)
+    return exported.model, {"exporter": exported.exporter, "seconds": exported.seconds, "notes": exported.notes}
+
+
+def _pass_context(plan: _Plan, prepared: Prepared, inputs: list[tuple[Case, np.ndarray]]) -> PassContext:
+    precision = "fp16" if plan.cfg.fp16 else "fp32"
+    return PassContext(
+        config=plan.cfg,
+        descriptor=plan.desc,
+        calibration=inputs[0][1],
+        reference=torch_reference(prepared.reference),
+        tolerance=tolerance_for(precision, prepared.weights_kind),
+        psnr=lambda out, ref: compare(out, ref).psnr_db,
+    )
+
+
+def _record(plan: _Plan, prepared: Prepared, plugin_ops: list[str], graph: str) -> ArtifactRecord:
+    two = graph != "sr"
+    return record(
+        desc=plan.desc,
+        scale=prepared.scale,
+        hparams=prepared.hparams,
+        weights_sha256=prepared.weights_sha256,
+        fusions=prepared.fusions,
+        precision="fp16" if plan.cfg.fp16 and not two else "fp32",
+        io_dtype="float16" if plan.cfg.fp16_io and not two else "float32",
+        graph=graph,
+        plugins=plugin_ops,
+    )
+
+
+def _finalise(graph: onnx.ModelProto, props: ArtifactRecord) -> bytes:
+    """Metadata on a copy (the passes' input stays untouched for ``reuse``), onnx.checker, bytes."""
+    graph_copy = onnx.ModelProto()
+    graph_copy.CopyFrom(graph)
+    set_metadata(graph_copy, props)
+    check_model(graph_copy)
+    set_metadata(graph, props)
+    return graph_copy.SerializeToString()
+
+
+def _validate_single(
+    plan: _Plan, prepared: Prepared, data: bytes, inputs: list[tuple[Case, np.ndarray]], problems: list[str],
+    stem: str,
+) -> Validation:
+    """Stage 4: the graph in ONNX Runtime against PyTorch at every validation size."""
+    precision = "fp16" if plan.cfg.fp16 else "fp32"
+    tol = tolerance_for(precision, prepared.weights_kind)
+    session = onnxlayer.session(data, onnxlayer.SessionConfig(intra_op_threads=2))
+    ref64 = _float64_reference(prepared.reference, inputs[0][1]) if precision == "fp32" else None
+    validation = validate(session, torch_reference(prepared.reference), inputs, precision, tol,
+                          np.float16 if plan.cfg.fp16_io else np.float32, reference64=ref64)
+    validation.failures.extend(problems)
+    if not validation.passed:
+        raise ExportError(f"validation of {stem} failed, nothing written: " + "; ".join(validation.failures[:4]))
+    return validation
+
+
+def _single_graph_section(
+    plan: _Plan, graph: onnx.ModelProto, data: bytes, stem: str, facts: dict[str, Any]
 ) -> dict[str, Any]:
-    """The manifest fields shared by single-graph and encoder/decoder artifacts."""
+    cfg = plan.cfg
+    io_dtype = "float16" if cfg.fp16_io else "float32"
     return {
+        "file": f"{stem}.onnx",
+        "sha256": sha256_bytes(data),
+        "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), cfg.opset_or_default),
+        "ir_version": graph.ir_version,
+        "exporter": facts["exporter"],
+        "exporter_notes": list(facts["notes"]),
+        "input": {
+            "name": "lr",
+            "dtype": io_dtype,
+            "layout": "N,3,H,W RGB [0,1]",
+            "dynamic": "N" if cfg.static is not None else "N,H,W",
+        },
+        "output": {"name": "sr", "dtype": io_dtype, "layout": f"N,3,{cfg.scale}H,{cfg.scale}W"},
+        "nodes": len(graph.graph.node),
+    }
+
+
+def _tensorrt_section(plan: _Plan, stem: str, bprof: BatchedProfile, libs: list[str]) -> dict[str, Any]:
+    cfg = plan.cfg
+    tol = 1e-2 if cfg.fp16 else 1e-3
+    return {
+        "trtexec": trtexec_command(f"{stem}.onnx", f"{stem}.engine", bprof, workspace_mib=cfg.workspace,
+                                   opt_level=cfg.level, plugin_libs=libs),
+        "polygraphy": polygraphy_command(f"{stem}.onnx", bprof, plugin_libs=libs, atol=tol, rtol=tol),
+        "plugin_libraries": libs,
+        "strongly_typed": True,
+        "note": "precision comes from the graph's tensor types (no fp16 builder flag)",
+    }
+
+
+def build_manifest(
+    plan: _Plan,
+    prepared: Prepared,
+    plugin_ops: list[str],
+    props: ArtifactRecord,
+    stem: str,
+    validation: Validation | None,
+    inputs: Sequence[tuple[Case, np.ndarray]],
+    sections: dict[str, dict[str, Any] | None],
+    *,
+    graphs: dict[str, Any],
+    tensorrt: dict[str, Any] | None = None,
+    export_seconds: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one manifest builder (single-graph and encoder/decoder exports).
+
+    ``graphs``: ``{"onnx": ...}`` for one graph, ``{"graphs": ..., "onnx": ...}`` for a pair;
+    ``sections``: each graph pass's own section (``None`` where it did not run).
+    """
+    desc = plan.desc
+    bprof = BatchedProfile.from_shapes(plan.profile, plan.cfg.max_batch)
+    manifest: dict[str, Any] = {
         "stem": stem,
-        **{k.removeprefix("srdeploy."): v for k, v in props.items()},
-        "descriptor": desc.as_dict(),
-        "hparams": prepared.hparams,
-        "fusions": prepared.fusions,
-        "plugins": plugin_ops,
+        **props.to_manifest(),
         "weights": {
             "kind": prepared.weights_kind,
             "sha256": prepared.weights_sha256,
             "file": os.path.basename(prepared.weights_path) if prepared.weights_path else None,
             "license": desc.weights_license,
         },
-    }
-
-
-def export_model(
-    model: str,
-    scale: int,
-    outdir: str | os.PathLike[str],
-    *,
-    weights: str | os.PathLike[str] | None = None,
-    fp16: bool = False,
-    fp16_io: bool = False,
-    opset: int = DEFAULT_OPSET,
-    static: Size | str | None = None,
-    min_shape: Size | str | None = None,
-    opt_shape: Size | str | None = None,
-    max_shape: Size | str | None = None,
-    max_batch: int = 1,
-    run_validation: bool = True,
-    engine: bool = False,
-    plugins: bool = False,
-    options: Mapping[str, Any] | None = None,
-    exporter: Exporter = "auto",
-    validation_image: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    reuse: ExportResult | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    trt_api: ModuleType | None = None,
-    device: DeviceInfo | None = None,
-    workspace_mib: int = 4096,
-    opt_level: int = 3,
-) -> ExportResult:
-    """Export registered ``model`` at ``scale`` into ``outdir``; see docs/export.md.
-
-    ``reuse``: a previous result for the same model, scale, weights and shapes; its prepared
-    model and fp32 graph are reused (the test suite derives fp16 from fp32 this way). Raises an
-    :class:`~srdeploy.errors.SrdeployError` (nothing written) when anything fails.
-    """
-    t_start = time.perf_counter()
-    desc = descriptor(model)
-    desc.check_scale(scale)
-    if fp16_io and not fp16:
-        raise SrdeployError("--fp16-io needs --fp16")
-    if fp16 and not desc.fp16:
-        raise SrdeployError(f"{model} does not support fp16 deployment (descriptor fp16=False); drop --fp16")
-    if max_batch < 1:
-        raise SrdeployError("--max-batch must be >= 1")
-    static_s = _as_size(static)
-    profile, from_flags = resolve_profile(desc, static_s, _as_size(min_shape), _as_size(opt_shape), _as_size(max_shape))
-    out = Path(outdir)
-    _check_outdir(out)
-
-    # 1. prepare (weights, fusion, plugins)
-    if reuse is not None and reuse.prepared is not None and reuse.fp32_graph is not None:
-        prepared, base, exporter_used, export_s, notes = reuse.prepared, reuse.fp32_graph, "reuse", 0.0, ()
-        plugin_ops = list(reuse.manifest.get("plugins", []))
-    else:
-        prepared = prepare(model, scale, weights, options, seed, dynamic=static_s is None)
-        plugin_ops = []
-        if plugins:
-            from srdeploy import plugins as plugin_pkg
-
-            apply = getattr(plugin_pkg, "apply_plugins", None)
-            if apply is None:
-                raise SrdeployError("--plugins needs srdeploy.plugins.apply_plugins, which this install lacks")
-            plugin_ops = list(apply(prepared.module))
-        from .implicit_export import is_two_graph
-
-        if is_two_graph(prepared.module):
-            return _export_two_graph_model(
-                prepared,
-                out,
-                opset=opset,
-                exporter=exporter,
-                seed=seed,
-                run_validation=run_validation,
-                engine=engine,
-                plugin_ops=plugin_ops,
-                validation_image=validation_image,
-                profile=profile,
-                from_flags=from_flags,
-                static_s=static_s,
-                t_start=t_start,
-                workspace_mib=workspace_mib,
-                opt_level=opt_level,
-            )
-        import torch
-
-        lo = profile.min if from_flags else Size(max(desc.min_size, 16), max(desc.min_size, 16))
-        example = torch.from_numpy(make_inputs([Case(2, lo)], None, seed)[0][1])  # N=2: N=1 would specialise
-        dyn: dict[str, dict[int, tuple[str, int]]] = {"lr": {0: ("N", 1)}}
-        if static_s is None:
-            dyn["lr"].update({2: ("H", max(desc.min_size, 2)), 3: ("W", max(desc.min_size, 2))})
-        exported = onnx_from_torch(prepared.module, (example,), dynamic_axes=dyn, opset=opset, exporter=exporter)
-        base, exporter_used, export_s, notes = exported.model, exported.exporter, exported.seconds, exported.notes
-
-    precision = "fp16" if fp16 else "fp32"
-    tol = tolerance_for(precision, prepared.weights_kind)
-    cases = validation_cases(desc, static_s, profile if from_flags else None)
-    inputs = make_inputs(cases, validation_image, seed)
-    ref_fn = torch_reference(prepared.reference)
-
-    # 2. fp16 pass
-    report = None
-    fp16_history: list[dict[str, Any]] = []
-    graph = base
-    if fp16:
-        calib = inputs[0][1]
-        target = tol.min_psnr_db if tol.min_psnr_db is not None else 40.0
-        graph, report, fp16_history = derive_fp16(base, calib, ref_fn(calib), target, io_fp16=fp16_io)
-
-    io_dtype = "float16" if fp16_io else "float32"
-    props = metadata(
-        desc=desc,
-        scale=scale,
-        hparams=prepared.hparams,
-        weights_sha256=prepared.weights_sha256,
-        fusions=prepared.fusions,
-        precision=precision,
-        io_dtype=io_dtype,
-        graph="sr",
-        plugins=plugin_ops,
-    )
-    import copy
-
-    graph = copy.deepcopy(graph)
-    set_metadata(graph, props)
-    check_model(graph)
-    data = graph.SerializeToString()
-
-    # 3. validation
-    validation = None
-    if run_validation:
-        session = ort_session(data)
-        ref64 = _float64_reference(prepared.reference, inputs[0][1]) if precision == "fp32" else None
-        validation = validate(
-            session, ref_fn, inputs, precision, tol, np.float16 if fp16_io else np.float32, reference64=ref64
-        )
-        if report is not None and report.fp16_mac_fraction < FP16_MIN_MAC_FRACTION:
-            validation.failures.append(
-                f"only {report.fp16_mac_fraction:.1%} of Conv/MatMul MACs run in fp16 (< {FP16_MIN_MAC_FRACTION:.0%})"
-            )
-        if not validation.passed:
-            raise ExportError(
-                f"validation of {artifact_stem(model, scale, fp16, plugins)} failed, nothing written: "
-                + "; ".join(validation.failures[:4])
-            )
-
-    # 4. manifest + atomic write
-    stem = artifact_stem(model, scale, fp16, bool(plugin_ops) or plugins)
-    bprof = BatchedProfile.from_shapes(profile, max_batch)
-    plugin_libs = _plugin_libs(plugin_ops)
-    engine_name = f"{stem}.engine"
-    manifest: dict[str, Any] = {
-        **_manifest_head(stem, props, desc, prepared, plugin_ops),
-        "onnx": {
-            "file": f"{stem}.onnx",
-            "sha256": sha256_bytes(data),
-            "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), opset),
-            "ir_version": graph.ir_version,
-            "exporter": exporter_used,
-            "exporter_notes": list(notes),
-            "model_notes": list(prepared.notes),
-            "input": {
-                "name": "lr",
-                "dtype": io_dtype,
-                "layout": "N,3,H,W RGB [0,1]",
-                "dynamic": "N" if static_s is not None else "N,H,W",
-            },
-            "output": {"name": "sr", "dtype": io_dtype, "layout": f"N,3,{scale}H,{scale}W"},
-            "nodes": len(graph.graph.node),
-        },
+        **graphs,
+        "model_notes": list(prepared.notes),
+        **(extra or {}),
         "shape_constraints": {"min_size": desc.min_size, "size_multiple": desc.size_multiple},
-        "trt_profile": {**bprof.as_dict(), "source": "flags" if from_flags else "descriptor"},
+        "trt_profile": {**bprof.as_dict(), "source": "flags" if plan.from_flags else "descriptor"},
         "validation": validation.as_dict() if validation else {"skipped": True},
         "sizes_validated": [str(c) for c, _ in inputs] if validation else [],
-        "fp16": None if report is None else {**report.as_dict(), "escalation": fp16_history},
-        "tensorrt": {
-            "trtexec": trtexec_command(
-                f"{stem}.onnx",
-                engine_name,
-                bprof,
-                workspace_mib=workspace_mib,
-                opt_level=opt_level,
-                plugin_libs=plugin_libs,
-            ),
-            "polygraphy": polygraphy_command(
-                f"{stem}.onnx", bprof, plugin_libs=plugin_libs, atol=1e-2 if fp16 else 1e-3, rtol=1e-2 if fp16 else 1e-3
-            ),
-            "plugin_libraries": plugin_libs,
-            "strongly_typed": True,
-            "note": "precision comes from the graph's tensor types (no fp16 builder flag)",
-        },
-        "export_seconds": round(export_s, 3),
-        "total_seconds": None,
+        **sections,
     }
-    manifest["total_seconds"] = round(time.perf_counter() - t_start, 3)
+    if tensorrt is not None:
+        manifest["tensorrt"] = tensorrt
+    manifest["export_seconds"] = round(export_seconds, 3)
+    manifest["total_seconds"] = round(time.perf_counter() - plan.t_start, 3)
+    return manifest
+
+
+def _write(out: Path, blobs: dict[str, bytes], stem: str, manifest: dict[str, Any]) -> list[Path]:
+    """Stage 5: every file of the artifact, atomically (all or nothing)."""
     with staged_dir(out) as stage:
-        (stage / f"{stem}.onnx").write_bytes(data)
+        for name, data in blobs.items():
+            (stage / name).write_bytes(data)
         (stage / f"{stem}.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    files = [out / f"{stem}.onnx", out / f"{stem}.json"]
-    result = ExportResult(
-        stem, out, files, manifest, validation, report, prepared=prepared, fp32_graph=base, onnx_model=graph
+    return [out / name for name in blobs] + [out / f"{stem}.json"]
+
+
+def _build_engine(
+    plan: _Plan, result: ExportResult, bprof: BatchedProfile, libs: list[str], trt_api: ModuleType | None,
+    device: DeviceInfo | None,
+) -> None:
+    """Stage 6: the TensorRT engine (cached by content), when asked for."""
+    from .engine import EngineFromOnnx, import_tensorrt
+
+    try:
+        api = trt_api if trt_api is not None else import_tensorrt()
+    except TensorRTUnavailableError as exc:
+        raise TensorRTUnavailableError(
+            f"{exc}; {result.stem}.onnx and {result.stem}.json were written to {result.outdir}, build with: "
+            f"{result.manifest['tensorrt']['trtexec']}"
+        ) from exc
+    cfg = plan.cfg
+    opts = EngineOptions((bprof,), workspace_bytes=cfg.workspace << 20, optimization_level=cfg.level,
+                         plugin_libraries=tuple(libs))
+    result.engine = EngineFromOnnx(result.onnx_path, opts, cache_dir=cfg.cache_dir, api=api, device=device)(
+        result.outdir / f"{result.stem}.engine"
     )
-
-    # 5. engine
-    if engine:
-        from .engine import EngineFromOnnx, import_tensorrt
-
-        try:
-            api = trt_api if trt_api is not None else import_tensorrt()
-        except TensorRTUnavailableError as exc:
-            raise TensorRTUnavailableError(
-                f"{exc}; {stem}.onnx and {stem}.json were written to {out}, build with: "
-                f"{manifest['tensorrt']['trtexec']}"
-            ) from exc
-        opts = EngineOptions(
-            (bprof,),
-            workspace_bytes=workspace_mib << 20,
-            optimization_level=opt_level,
-            plugin_libraries=tuple(plugin_libs),
-        )
-        result.engine = EngineFromOnnx(result.onnx_path, opts, cache_dir=cache_dir, api=api, device=device)(
-            out / engine_name
-        )
-        result.files += [result.engine.engine_path, result.engine.sidecar_path]
-    return result
+    result.files += [result.engine.engine_path, result.engine.sidecar_path]
 
 
 def _plugin_libs(plugin_ops: Sequence[str]) -> list[str]:
     if not plugin_ops:
         return []
-    from srdeploy import plugins as plugin_pkg
+    from srdeploy.plugins import library_path
 
-    fn = getattr(plugin_pkg, "library_path", None)
-    return [str(fn())] if callable(fn) else ["libsrplug.so"]
+    return [str(library_path())]
 
 
-def _export_two_graph_model(
-    prepared: Prepared,
-    out: Path,
-    *,
-    opset: int,
-    exporter: Exporter,
-    seed: int,
-    run_validation: bool,
-    engine: bool,
-    plugin_ops: list[str],
-    validation_image: str | os.PathLike[str] | None,
-    profile: ShapeProfile,
-    from_flags: bool,
-    static_s: Size | None,
-    t_start: float,
-    workspace_mib: int,
-    opt_level: int,
-) -> ExportResult:
+def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[str]) -> ExportResult:
     """CiaoSR-style models: ``STEM.encoder.onnx`` + ``STEM.decoder.onnx`` + ``STEM.json``."""
     from .implicit_export import export_two_graphs, validate_two_graphs
 
-    desc = prepared.descriptor
-    if engine:
+    cfg, desc = plan.cfg, plan.desc
+    if cfg.engine:
         raise SrdeployError(
             f"--engine is not implemented for the two-graph {desc.name} export; build each graph with the "
             "manifest's trtexec commands"
         )
+    if cfg.fp16:
+        raise SrdeployError(f"--fp16 is not implemented for the two-graph {desc.name} export; drop --fp16")
     m = desc.size_multiple
     lo = -(-max(desc.min_size, 16) // m) * m
-    graphs = export_two_graphs(prepared, lo, opset, exporter, seed)
+    graphs = export_two_graphs(prepared, lo, cfg.opset_or_default, cfg.exporter, cfg.seed)
     stem = artifact_stem(desc.name, prepared.scale, False, bool(plugin_ops))
-    tol = tolerance_for("fp32", prepared.weights_kind)
-    validation = None
-    cases = validation_cases(desc, static_s, profile if from_flags else None)
-    inputs = make_inputs(cases, validation_image, seed)
+    inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
     blobs: dict[str, bytes] = {}
     for role, g in (("encoder", graphs.encoder), ("decoder", graphs.decoder)):
-        props = metadata(
-            desc=desc,
-            scale=prepared.scale,
-            hparams=prepared.hparams,
-            weights_sha256=prepared.weights_sha256,
-            fusions=prepared.fusions,
-            precision="fp32",
-            io_dtype="float32",
-            graph=role,
-            plugins=plugin_ops,
-        )
-        set_metadata(g, props)
-        check_model(g)
-        blobs[role] = g.SerializeToString()
-    if run_validation:
+        blobs[f"{stem}.{role}.onnx"] = _finalise(g, _record(plan, prepared, plugin_ops, role))
+    validation = None
+    if cfg.run_validation:
+        tol = tolerance_for("fp32", prepared.weights_kind)
         validation = validate_two_graphs(
             prepared, graphs.encoder, graphs.decoder, inputs, tol, (float(prepared.scale), prepared.scale + 0.5)
         )
@@ -567,7 +478,7 @@ def _export_two_graph_model(
         return int(inp.type.tensor_type.shape.dim[1].dim_value)
 
     ck, cv = channels(graphs.decoder, "feat_k"), channels(graphs.decoder, "feat_v")
-    p = profile
+    p = plan.profile
     chunk = int(desc.hparams.get("eval_bsize", 30000))
     enc_shapes = {"lr": {"min": (1, 3, *p.min), "opt": (1, 3, *p.opt), "max": (1, 3, *p.max)}}
     dec_shapes = {
@@ -576,58 +487,30 @@ def _export_two_graph_model(
     }
     dec_shapes.update({k: {"min": (1, 1, 2), "opt": (1, chunk, 2), "max": (1, chunk, 2)} for k in ("coord", "cell")})
     libs = _plugin_libs(plugin_ops)
-    props = metadata(
-        desc=desc,
-        scale=prepared.scale,
-        hparams=prepared.hparams,
-        weights_sha256=prepared.weights_sha256,
-        fusions=prepared.fusions,
-        precision="fp32",
-        io_dtype="float32",
-        graph="encoder+decoder",
-        plugins=plugin_ops,
-    )
-    manifest: dict[str, Any] = {
-        **_manifest_head(stem, props, desc, prepared, plugin_ops),
-        "graphs": {
-            role: {
-                "file": f"{stem}.{role}.onnx",
-                "sha256": sha256_bytes(blobs[role]),
-                "inputs": [i.name for i in g.graph.input],
-                "outputs": [o.name for o in g.graph.output],
-                "trtexec": trtexec_command(
-                    f"{stem}.{role}.onnx",
-                    f"{stem}.{role}.engine",
-                    shapes,
-                    workspace_mib=workspace_mib,
-                    opt_level=opt_level,
-                    plugin_libs=libs,
-                ),
-                "polygraphy": polygraphy_command(f"{stem}.{role}.onnx", shapes, plugin_libs=libs),
-            }
-            for role, g, shapes in (("encoder", graphs.encoder, enc_shapes), ("decoder", graphs.decoder, dec_shapes))
-        },
-        "onnx": {
-            "opset": opset,
-            "ir_version": graphs.encoder.ir_version,
-            "exporter": graphs.exporter,
-            "exporter_notes": list(graphs.notes),
-        },
-        "runtime": "srdeploy.implicit.decode_image drives the decoder in chunks of "
-        f"{chunk} queries; any scale (integer or not) uses the same pair",
-        "shape_constraints": {"min_size": desc.min_size, "size_multiple": desc.size_multiple},
-        "trt_profile": {**desc.trt_profile.as_dict(), "source": "flags" if from_flags else "descriptor"},
-        "validation": validation.as_dict() if validation else {"skipped": True},
-        "sizes_validated": [str(c) for c, _ in inputs] if validation else [],
-        "fp16": None,
-        "export_seconds": round(graphs.seconds, 3),
-        "total_seconds": round(time.perf_counter() - t_start, 3),
+    graph_sections = {
+        role: {
+            "file": f"{stem}.{role}.onnx",
+            "sha256": sha256_bytes(blobs[f"{stem}.{role}.onnx"]),
+            "inputs": [i.name for i in g.graph.input],
+            "outputs": [o.name for o in g.graph.output],
+            "trtexec": trtexec_command(f"{stem}.{role}.onnx", f"{stem}.{role}.engine", shapes,
+                                       workspace_mib=cfg.workspace, opt_level=cfg.level, plugin_libs=libs),
+            "polygraphy": polygraphy_command(f"{stem}.{role}.onnx", shapes, plugin_libs=libs),
+        }
+        for role, g, shapes in (("encoder", graphs.encoder, enc_shapes), ("decoder", graphs.decoder, dec_shapes))
     }
-    with staged_dir(out) as stage:
-        for role in ("encoder", "decoder"):
-            (stage / f"{stem}.{role}.onnx").write_bytes(blobs[role])
-        (stage / f"{stem}.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    files = [out / f"{stem}.encoder.onnx", out / f"{stem}.decoder.onnx", out / f"{stem}.json"]
-    return ExportResult(
-        stem, out, files, manifest, validation, None, prepared=prepared, fp32_graph=None, onnx_model=graphs.decoder
+    props = _record(plan, prepared, plugin_ops, "encoder+decoder")
+    manifest = build_manifest(
+        plan, prepared, plugin_ops, props, stem, validation, inputs, {"fp16": None},
+        graphs={
+            "graphs": graph_sections,
+            "onnx": {"opset": cfg.opset_or_default, "ir_version": graphs.encoder.ir_version,
+                     "exporter": graphs.exporter, "exporter_notes": list(graphs.notes)},
+        },
+        extra={"runtime": "srdeploy.implicit.decode_image drives the decoder in chunks of "
+                          f"{chunk} queries; any scale (integer or not) uses the same pair"},
+        export_seconds=graphs.seconds,
     )
+    files = _write(plan.out, blobs, stem, manifest)
+    return ExportResult(stem, plan.out, files, manifest, validation, prepared=prepared, fp32_graph=None,
+                        onnx_model=graphs.decoder)

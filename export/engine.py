@@ -33,11 +33,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from srdeploy.atomic import atomic_write_bytes, atomic_write_text
+from srdeploy.cache import cache_dir as project_cache_dir
+from srdeploy.cache import sha256_bytes
 from srdeploy.errors import BackendError, ExportError, MissingDependencyError
 
-from .manifest import BatchedProfile, sha256_bytes
+from .manifest import BatchedProfile
 
-CACHE_ENV = "SRDEPLOY_CACHE"
 KEY_SCHEMA = 1
 
 
@@ -63,8 +64,8 @@ def import_tensorrt() -> ModuleType:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "srdeploy")
-    return Path(root) / "engines"
+    """``engines/`` of the project cache (:func:`srdeploy.cache.cache_dir`)."""
+    return project_cache_dir("engines")
 
 
 @dataclass(frozen=True)

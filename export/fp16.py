@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from srdeploy import onnxlayer
 
 FP16_MAX = 65504.0
 
@@ -55,7 +57,6 @@ SENSITIVE_OPS: dict[str, str] = {
 
 # Ops whose float output never depends numerically on a float data input (they only read shapes).
 _SHAPE_ONLY = {"Shape", "Size", "ConstantOfShape", "EyeLike", "RandomNormalLike", "RandomUniformLike"}
-_MAC_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 _FLOAT = TensorProto.FLOAT
 _HALF = TensorProto.FLOAT16
 
@@ -127,21 +128,6 @@ def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # shape inference is best effort here; unknown types fall back below
-        inferred = model
-    g = inferred.graph
-    types: dict[str, int] = {}
-    for vi in [*g.input, *g.output, *g.value_info]:
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for init in model.graph.initializer:
-        types[init.name] = init.data_type
-    return types
-
-
 def _schema(node: onnx.NodeProto, opset: int) -> Any:
     try:
         return onnx.defs.get_schema(node.op_type, opset, node.domain or "")
@@ -175,7 +161,7 @@ class GraphInfo:
 
 def analyse(model: onnx.ModelProto) -> GraphInfo:
     g = model.graph
-    types = _elem_types(model)
+    types = onnxlayer.elem_types(model)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
     data_tensors = {i.name for i in g.input if i.type.tensor_type.elem_type in (_FLOAT, _HALF)}
     data_nodes: set[int] = set()
@@ -319,67 +305,18 @@ def _rewrite(
     return model, casts
 
 
-def run_with_intermediates(
-    model: onnx.ModelProto, feed: Mapping[str, np.ndarray], names: Iterable[str]
-) -> dict[str, np.ndarray]:
-    """Run ``model`` in ONNX Runtime (CPU) and also return the tensors in ``names``."""
-    import onnxruntime as ort
-
-    m = copy.deepcopy(model)
-    have = {o.name for o in m.graph.output}
-    inits = {t.name for t in m.graph.initializer}
-    for name in names:
-        if name and name not in have and name not in inits and name not in feed:
-            m.graph.output.append(onnx.ValueInfoProto(name=name))
-            have.add(name)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    outs = sess.run(None, dict(feed))
-    return {o.name: v for o, v in zip(sess.get_outputs(), outs, strict=True)}
-
-
 def count_macs(
     model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], half_nodes: set[int] | None = None
 ) -> tuple[int, int]:
-    """(total, fp16) multiply-accumulates of the Conv/ConvTranspose/MatMul/Gemm nodes.
+    """(total, fp16) MACs of the graph by the project's one rule (:func:`srdeploy.onnxlayer.node_macs`).
 
     ``shapes`` maps tensor names to their runtime shapes (from one ONNX Runtime run);
     initializer shapes are read from the graph. A node counts as fp16 when its index is in
-    ``half_nodes``.
+    ``half_nodes``. Plugin nodes count at their registered cost, as in ``results.json``.
     """
-    g = model.graph
-    init_shapes = {t.name: tuple(t.dims) for t in g.initializer}
-
-    def shape(name: str) -> tuple[int, ...] | None:
-        if name in init_shapes:
-            return init_shapes[name]
-        return shapes.get(name)
-
-    total = half = 0
-    for idx, node in enumerate(g.node):
-        if node.op_type not in _MAC_OPS:
-            continue
-        out = shape(node.output[0])
-        a = shape(node.input[0])
-        b = shape(node.input[1]) if len(node.input) > 1 else None
-        if out is None or b is None or a is None:
-            continue
-        n_out = int(np.prod(out))
-        if node.op_type == "Conv":
-            macs = n_out * int(np.prod(b[1:]))
-        elif node.op_type == "ConvTranspose":
-            macs = int(np.prod(a)) * int(np.prod(b[1:]))
-        elif node.op_type == "MatMul":
-            macs = n_out * int(a[-1])
-        else:  # Gemm
-            trans_a = next((x.i for x in node.attribute if x.name == "transA"), 0)
-            macs = n_out * int(a[0] if trans_a else a[-1])
-        total += macs
-        if half_nodes is not None and idx in half_nodes:
-            half += macs
-    return total, half
+    per_node = onnxlayer.graph_macs(model, shapes)
+    half = sum(n for idx, n in per_node.items() if half_nodes is not None and idx in half_nodes)
+    return sum(per_node.values()), half
 
 
 def convert(
@@ -400,9 +337,9 @@ def convert(
     g = base.graph
     wanted = set(info.data_tensors)
     for node in g.node:
-        if node.op_type in _MAC_OPS:
-            wanted.update(n for n in node.input if n)
-    values = run_with_intermediates(base, feed, sorted(wanted))
+        if onnxlayer.counts_macs(node):
+            wanted.update(n for n in [*node.input, *node.output] if n)
+    values = onnxlayer.run_with_intermediates(base, feed, sorted(wanted))
     magnitudes = {
         k: float(np.nanmax(np.abs(v))) if v.size and np.issubdtype(v.dtype, np.floating) else 0.0
         for k, v in values.items()
@@ -441,8 +378,8 @@ def error_gain(
     base = constants_to_initializers(copy.deepcopy(fp32_model))
     g = base.graph
     names = sorted(info.data_tensors)
-    ref = run_with_intermediates(base, feed, names)
-    got = run_with_intermediates(fp16_model, feed16, names)
+    ref = onnxlayer.run_with_intermediates(base, feed, names)
+    got = onnxlayer.run_with_intermediates(fp16_model, feed16, names)
 
     def rel(name: str) -> float:
         if name not in ref or name not in got:
@@ -463,3 +400,92 @@ def error_gain(
         errs[node.output[0]] = e_out
         gains[idx] = e_out / max(e_in, 1e-4)
     return gains
+
+
+# ------------------------------------------------------------------------------------ the pass
+
+FP16_MIN_MAC_FRACTION = 0.90
+FP16_PSNR_MARGIN_DB = 3.0  # escalate islands until fp16 beats the tolerance by this margin
+FP16_MAX_ROUNDS = 4
+FP16_DEFAULT_TARGET_DB = 40.0  # when the tolerance table gives no PSNR floor
+
+
+def derive_fp16(
+    graph: onnx.ModelProto,
+    calib: np.ndarray,
+    reference: np.ndarray,
+    target_psnr_db: float,
+    *,
+    io_fp16: bool = False,
+    psnr: Callable[[np.ndarray, np.ndarray], float],
+) -> tuple[onnx.ModelProto, Fp16Report, list[dict[str, Any]]]:
+    """:func:`convert` with measurement-driven islands (the precision-escalation loop).
+
+    Round 0 keeps the sensitive ops and the measured overflow tensors in fp32. While the fp16
+    graph's PSNR (``psnr(out, reference)`` on ``calib``) misses ``target + margin``, the nodes
+    whose own error gain is largest become fp32 islands too.
+    """
+    in_name = graph.graph.input[0].name
+    feed = {in_name: calib}
+    feed16 = {in_name: calib.astype(np.float16 if io_fp16 else np.float32)}
+    extra: dict[str, str] = {}
+    history: list[dict[str, Any]] = []
+    # the node list as the pass indexes it (Constant nodes folded), computed once, not per candidate
+    nodes = list(constants_to_initializers(copy.deepcopy(graph)).graph.node)
+    names = [_node_name(n, i) for i, n in enumerate(nodes)]
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    for rnd in range(FP16_MAX_ROUNDS):
+        proto, report, info = convert(graph, feed, io_fp16=io_fp16, extra_islands=extra)
+        out = onnxlayer.session(proto).run(None, feed16)[0].astype(np.float32)
+        got = psnr(out, reference)
+        history.append({"round": rnd, "psnr_db": round(got, 3), "islands": len(report.islands)})
+        if got >= target_psnr_db + FP16_PSNR_MARGIN_DB or rnd == FP16_MAX_ROUNDS - 1:
+            return proto, report, history
+        island_names = {i.node for i in report.islands}
+        candidates = [idx for idx in sorted(info.data_nodes) if names[idx] not in island_names]
+        gains = error_gain(graph, proto, info, feed, feed16, candidates)
+        added = 0
+        for idx, gain in sorted(gains.items(), key=lambda kv: -kv[1]):
+            if gain < 2.0 or added >= 4:
+                break
+            node = nodes[idx]
+            extra[names[idx]] = f"precision: measured error gain {gain:.1f}x"
+            added += 1
+            # A gate (sigmoid/softmax) amplifies the *absolute* fp16 error of its input, so the
+            # Conv/MatMul computing that input joins the island.
+            for name in node.input:
+                j = producer.get(name)
+                if j is not None and j in info.data_nodes and nodes[j].op_type in ("Conv", "MatMul", "Gemm"):
+                    extra.setdefault(names[j], f"precision: feeds {node.op_type} island")
+        if not added:
+            return proto, report, history
+    raise AssertionError("unreachable")
+
+
+class Fp16Pass:
+    """The fp16 graph pass (registered first in :data:`srdeploy.export.passes.PASSES`).
+
+    Owns its escalation loop, its manifest section (``fp16``) and its measurement (the MAC share
+    that runs in fp16, checked against :data:`FP16_MIN_MAC_FRACTION` at validation).
+    """
+
+    name = "fp16"
+
+    def enabled(self, ctx: Any) -> bool:
+        return bool(ctx.config.fp16)
+
+    def run(self, graph: onnx.ModelProto, ctx: Any) -> tuple[onnx.ModelProto, dict[str, Any], list[str]]:
+        calib = ctx.calibration
+        target = ctx.tolerance.min_psnr_db if ctx.tolerance.min_psnr_db is not None else FP16_DEFAULT_TARGET_DB
+        out, report, history = derive_fp16(
+            graph, calib, ctx.reference(calib), target, io_fp16=bool(ctx.config.fp16_io), psnr=ctx.psnr
+        )
+        problems = []
+        if report.fp16_mac_fraction < FP16_MIN_MAC_FRACTION:
+            problems.append(
+                f"only {report.fp16_mac_fraction:.1%} of the MACs run in fp16 (< {FP16_MIN_MAC_FRACTION:.0%})"
+            )
+        return out, {**report.as_dict(), "escalation": history}, problems
+
+
+PASS = Fp16Pass()

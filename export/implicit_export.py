@@ -23,16 +23,14 @@ import numpy as np
 import onnx
 import torch
 
+from srdeploy import onnxlayer
+
 from .compare import Comparison, Tolerance, compare
 from .torch2onnx import DYNAMO_FIRST, Exporter, Prepared, onnx_from_torch
-from .validate import Case, Validation, check_model, ort_session
+from .validate import Case, Validation, check_model
 
 ENC_OUT = ("feat_k", "feat_v")
 DEC_IN = ("feat_k", "feat_v", "lr", "coord", "cell")
-
-
-def is_two_graph(module: torch.nn.Module) -> bool:
-    return callable(getattr(module, "encoder_module", None)) and callable(getattr(module, "decoder_module", None))
 
 
 @dataclass
@@ -45,7 +43,7 @@ class TwoGraphs:
 
 
 def export_two_graphs(prepared: Prepared, lo: int, opset: int, exporter: Exporter, seed: int) -> TwoGraphs:
-    from srdeploy.models._testing import seeded_input
+    from srdeploy.models._seeding import seeded_input
 
     from srdeploy.implicit import make_cell, make_coord
 
@@ -102,8 +100,8 @@ def validate_two_graphs(
 
     for g in (encoder, decoder):
         check_model(g)
-    es = ort_session(encoder.SerializeToString())
-    ds = ort_session(decoder.SerializeToString())
+    es = onnxlayer.session(encoder, onnxlayer.SessionConfig(intra_op_threads=2))
+    ds = onnxlayer.session(decoder, onnxlayer.SessionConfig(intra_op_threads=2))
     model = prepared.reference
     result = Validation("fp32", tol)
 

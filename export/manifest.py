@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,9 +12,8 @@ from srdeploy.models import Descriptor
 from srdeploy.models.registry import ShapeProfile
 
 import srdeploy
+from srdeploy.records import META_PREFIX, ArtifactRecord
 from srdeploy.sizes import Size
-
-META_PREFIX = "srdeploy."
 
 
 def artifact_stem(name: str, scale: int | float, fp16: bool = False, plugins: bool = False) -> str:
@@ -27,10 +24,6 @@ def artifact_stem(name: str, scale: int | float, fp16: bool = False, plugins: bo
     if plugins:
         s += "_plugins"
     return s
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -52,7 +45,7 @@ class BatchedProfile:
         return {k: "x".join(str(d) for d in v) for k, v in self.shapes().items()}
 
 
-def metadata(
+def record(
     *,
     desc: Descriptor,
     scale: int | float,
@@ -63,38 +56,35 @@ def metadata(
     io_dtype: str,
     graph: str = "sr",
     plugins: Sequence[str] = (),
-) -> dict[str, str]:
-    """The ``metadata_props`` of every exported graph (string values)."""
-    return {
-        "srdeploy.model": desc.name,
-        "srdeploy.variant": desc.variant or "",
-        "srdeploy.scale": f"{scale:g}",
-        "srdeploy.descriptor": json.dumps(desc.as_dict(), sort_keys=True),
-        "srdeploy.hparams": json.dumps(dict(hparams), sort_keys=True, default=str),
-        "srdeploy.weights_sha256": weights_sha256,
-        "srdeploy.weights_license": desc.weights_license,
-        "srdeploy.fusions": json.dumps(list(fusions)),
-        "srdeploy.precision": precision,
-        "srdeploy.io_dtype": io_dtype,
-        "srdeploy.version": srdeploy.__version__,
-        "srdeploy.graph": graph,
-        "srdeploy.plugins": json.dumps(list(plugins)),
-    }
+) -> ArtifactRecord:
+    """The typed facts of one exported graph (written as metadata and as the manifest's head)."""
+    return ArtifactRecord(
+        model=desc.name,
+        variant=desc.variant or "",
+        scale=scale,
+        precision=precision,
+        io_dtype=io_dtype,
+        graph=graph,
+        weights_sha256=weights_sha256,
+        weights_license=desc.weights_license,
+        plugins=tuple(plugins),
+        fusions=tuple(fusions),
+        hparams=dict(hparams),
+        descriptor=desc.as_dict(),
+        version=srdeploy.__version__,
+    )
 
 
-def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
+def set_metadata(model: onnx.ModelProto, rec: ArtifactRecord) -> None:
+    """Write ``rec`` as the graph's ``srdeploy.*`` metadata_props (replacing any previous ones)."""
     keep = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
-    for k, v in props.items():
+    for k, v in rec.to_metadata().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
     model.producer_name = "srdeploy"
     model.producer_version = srdeploy.__version__
-
-
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
 
 
 def _shape_arg(shape: Sequence[int], sep: str = "x") -> str:

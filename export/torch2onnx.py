@@ -61,7 +61,7 @@ class Prepared:
 
 def seed_parameters(model: torch.nn.Module, seed: int) -> None:
     """Fill every parameter with the project's seeded values (buffers keep their values)."""
-    from srdeploy.models._testing import seeded_tensor
+    from srdeploy.models._seeding import seeded_tensor
 
     with torch.no_grad():
         for name, p in model.named_parameters():

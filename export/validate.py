@@ -83,23 +83,6 @@ def check_model(model: onnx.ModelProto) -> None:
         raise ExportError(f"exported graph fails onnx.checker: {first}") from exc
 
 
-def ort_session(model_bytes: bytes, threads: int = 2) -> Any:
-    """An ONNX Runtime CPU session (registers plugin reference ops when the graph has them)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    if b"trt.plugins" in model_bytes:
-        from srdeploy import plugins
-
-        factory = getattr(plugins, "ort_session", None)
-        if factory is None:
-            raise ExportError("graph has plugin nodes but srdeploy.plugins.ort_session is not available")
-        return factory(model_bytes, sess_options=so)
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-
-
 def validate(
     session: Any,
     reference: Callable[[np.ndarray], np.ndarray],

@@ -99,13 +99,16 @@ def build(name: str, scale: int, weights: str | os.PathLike[str] | None = None, 
 
 def load_weights(model, name: str, scale: int | float, weights: str | os.PathLike[str]) -> str:
     """Load ``weights`` into ``model`` strictly; return the sha256 of the file used."""
-    from srdeploy.weights import resolve
-    from srdeploy.weights.store import sha256_file
+    from srdeploy.weights import find_entry, resolve
+
+    from srdeploy.cache import sha256_file
 
     from .checkpoint import load_into, read_checkpoint
 
     path = resolve(weights, model=name, scale=scale)
-    state = read_checkpoint(path)
+    # a manifest name ("official", "agdn_x2"...) declares how its file is wrapped: honour it
+    wrapper = None if os.path.isfile(weights) else find_entry(os.fspath(weights), name, scale).wrapper
+    state = read_checkpoint(path, wrapper)
     remap = getattr(model, "remap_checkpoint", None)
     if callable(remap):
         state = remap(state)

@@ -8,8 +8,6 @@ output need to be stored.
 
 from __future__ import annotations
 
-import math
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,18 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._seeding import seeded_input, seeded_tensor
 
-def seeded_tensor(name: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """The deterministic random value of parameter ``name`` for ``seed`` (float32)."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
-    t = torch.randn(shape, generator=g, dtype=torch.float32)
-    if len(shape) <= 1:
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf == "weight":  # norm / PReLU / scale weights stay near 1
-            return 1.0 + 0.1 * t
-        return 0.05 * t
-    fan_in = math.prod(shape[1:])
-    return t / math.sqrt(fan_in)
+__all__ = ["load_fixture", "rel_max_err", "seeded_input", "seeded_state_dict", "seeded_tensor"]
 
 
 def seeded_state_dict(reference: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
@@ -44,14 +33,6 @@ def seeded_state_dict(reference: Mapping[str, torch.Tensor], seed: int) -> dict[
         else:
             out[k] = v.clone()
     return out
-
-
-def seeded_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """A smooth-ish random image in [0, 1] (uniform noise blurred by a 3x3 box)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g)
-    x = nn.functional.avg_pool2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
-    return x.clamp(0, 1)
 
 
 def rel_max_err(out: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray) -> float:

@@ -3,9 +3,12 @@
 * ``.safetensors`` files through safetensors;
 * everything else through ``torch.load(weights_only=True)``: a file that needs arbitrary
   pickled code is refused;
-* wrappers unwrapped in one place: BasicSR (``params_ema`` preferred, else ``params``), mmcv
-  (``state_dict`` with a ``generator.`` prefix), ``module.`` prefixes (DataParallel), plain
-  state dicts (A2N's legacy pickle).
+* wrappers unwrapped in one place: BasicSR (``params_ema`` / ``params-ema`` preferred, else
+  ``params``), mmcv (``state_dict`` with a ``generator.`` prefix), plain state dicts (A2N's legacy
+  pickle). A wrapper declared by the weights manifest is used exactly (a file without it fails).
+* a prefix (``module.`` of DataParallel, ``generator.``, ``netG.``, ``_orig_mod.`` of
+  ``torch.compile``) is stripped only when *every* key has it, so ``module.x`` and ``x`` in one
+  file stay two keys (and fail the strict load) instead of silently collapsing into one.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ import torch
 
 from srdeploy.errors import CheckpointError
 
-_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net", "generator")
-_PREFIXES = ("module.", "generator.", "_orig_mod.")
+_WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net", "generator")
+_PREFIXES = ("module.", "generator.", "netG.", "_orig_mod.")
+#: the manifest's ``wrapper`` values (srdeploy.weights.manifest.WRAPPERS) -> the key holding the state dict
+_DECLARED = {"plain": None, "params_ema": "params_ema", "params": "params", "mmcv-generator": "state_dict"}
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file and return its (unwrapped, un-prefixed) state dict."""
+def read_checkpoint(path: str | os.PathLike[str], wrapper: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file and return its (unwrapped, un-prefixed) state dict.
+
+    ``wrapper``: the wrapper the weights manifest declares for the file (``None``: detect it).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path or use a manifest name")
@@ -52,13 +60,39 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"checkpoint {path} is corrupt or not a PyTorch file ({first}); download it again"
             ) from exc
-    return unwrap_state_dict(obj, str(path))
+    return unwrap_state_dict(obj, str(path), wrapper)
 
 
-def unwrap_state_dict(obj: Any, origin: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Find the state dict inside the known wrappers and strip known prefixes."""
+def _declared(obj: Any, origin: str, wrapper: str) -> Any:
+    if wrapper not in _DECLARED:
+        raise CheckpointError(f"unknown checkpoint wrapper {wrapper!r}; one of {', '.join(_DECLARED)}")
+    key = _DECLARED[wrapper]
+    if key is None:
+        return obj
+    if not isinstance(obj, Mapping) or not isinstance(obj.get(key), Mapping):
+        found = sorted(obj)[:6] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(
+            f"{origin}: the weights manifest declares wrapper {wrapper!r} but the file has no {key!r} "
+            f"(found {found}); download it again or fix the manifest entry"
+        )
+    return obj[key]
+
+
+def _strip_shared_prefixes(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip each known prefix that every key has (repeatedly: ``module.generator.x`` -> ``x``)."""
+    while True:
+        shared = next((p for p in _PREFIXES if all(k.startswith(p) for k in tensors)), None)
+        if shared is None:
+            return tensors
+        tensors = {k[len(shared):]: v for k, v in tensors.items()}
+
+
+def unwrap_state_dict(obj: Any, origin: str = "checkpoint", wrapper: str | None = None) -> dict[str, torch.Tensor]:
+    """Find the state dict inside the declared (or a known) wrapper and strip shared prefixes."""
+    if wrapper is not None:
+        obj = _declared(obj, origin, wrapper)
     seen = 0
-    while isinstance(obj, Mapping) and seen < 4:
+    while wrapper is None and isinstance(obj, Mapping) and seen < 4:
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break
         for key in _WRAPPER_KEYS:
@@ -74,19 +108,11 @@ def unwrap_state_dict(obj: Any, origin: str = "checkpoint") -> dict[str, torch.T
     if not tensors:
         raise CheckpointError(f"{origin} holds no tensors under the known keys {', '.join(_WRAPPER_KEYS)}")
     # mmcv restorer checkpoints hold generator.* (and sometimes other sub-models): keep the generator
-    if any(k.startswith("generator.") for k in tensors):
+    if wrapper == "mmcv-generator" or (wrapper is None and any(k.startswith("generator.") for k in tensors)):
         tensors = {k: v for k, v in tensors.items() if k.startswith("generator.")}
-    out: dict[str, torch.Tensor] = {}
-    for k, v in tensors.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in _PREFIXES:
-                if k.startswith(p):
-                    k = k[len(p) :]
-                    changed = True
-        out[k] = v
-    return out
+        if not tensors:
+            raise CheckpointError(f"{origin}: an mmcv checkpoint without generator.* weights; download it again")
+    return _strip_shared_prefixes(tensors)
 
 
 def _fmt(keys: list[str], limit: int = 6) -> str:

@@ -419,6 +419,8 @@ def _descriptor(
         trt_profile=ShapeProfile(Size(min_size, min_size), Size(192, 192), Size(192, 192)),
         fp16=False,
         needs_fusion=False,
+        graph="encoder+decoder",
+        plugin_points=("CiaoSRLocalEnsemble",),
         weights_license=_LICENSE,
         paper=_PAPER,
         hparams={

@@ -582,6 +582,7 @@ def _descriptor(name: str, variant: str | None, scales: tuple[int, ...], hparams
         trt_profile=_PROFILE,
         fp16=True,
         needs_fusion=True,
+        plugin_points=("SRWindowAttention",),
         weights_license="MIT",
         paper=_PAPER,
         hparams=hparams,

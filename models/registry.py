@@ -53,6 +53,10 @@ class Descriptor:
     paper: str
     hparams: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""  # the authors' repository and commit the implementation follows
+    # "sr": one lr -> sr graph; "encoder+decoder": an arbitrary-scale pair (CiaoSR, contract C)
+    graph: str = "sr"
+    # the TensorRT plugins `sr-export --plugins` swaps in (srdeploy.plugins.registry names)
+    plugin_points: tuple[str, ...] = ()
 
     def check_scale(self, scale: int | float) -> None:
         if self.scales is None:
@@ -86,6 +90,8 @@ class Descriptor:
             "paper": self.paper,
             "hparams": dict(self.hparams),
             "source": self.source,
+            "graph": self.graph,
+            "plugin_points": list(self.plugin_points),
         }
 
 

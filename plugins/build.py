@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from srdeploy.cache import cache_dir, sha256_file
 from srdeploy.errors import BackendError
 
 KERNEL_LENS_VERSION = "2.0.1"
@@ -51,15 +51,8 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SRDEPLOY_CACHE", Path.home() / ".cache" / "srdeploy"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """``headers/`` of the project cache (:func:`srdeploy.cache.cache_dir`)."""
+    return cache_dir("headers")
 
 
 def tensorrt_headers(cache_dir: Path | None = None) -> Path:
@@ -85,7 +78,7 @@ def _fetch_headers(cache: Path) -> Path:
                 f"could not download kernel-lens=={KERNEL_LENS_VERSION} for the TensorRT headers "
                 f"({proc.stderr.strip().splitlines()[-1:] or 'no wheel'}); check PyPI access or pass a TensorRT root"
             )
-    digest = _sha256(wheel)
+    digest = sha256_file(wheel)
     if digest != KERNEL_LENS_SHA256:
         wheel.unlink()
         raise BackendError(

@@ -1,6 +1,7 @@
 """Plugin-emitting replacements for the models' swappable attention/ensemble functions.
 
-``apply_plugins(model)`` walks the modules and swaps, per instance,
+``apply_plugins(model)`` walks the modules and swaps, per instance and per record of
+:data:`TORCH_PLUGINS`,
 
 * ``module.core`` when it is the window-attention function of contract A
   (``window_attention(q, k, v, bias_table, *, window, bias_index, scale)``), and
@@ -17,6 +18,8 @@ model is still needed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,9 +27,6 @@ from torch import nn
 
 from .reference import BiasIndex, local_ensemble_ref, window_attention_ref
 from .spec import LOCAL_ENSEMBLE, PLUGIN_DOMAIN, WINDOW_ATTENTION, load_spec
-
-_CORE_NAMES = {"window_attention"}
-_ENSEMBLE_NAMES = {"local_ensemble"}
 
 
 def _plugin_attrs(op_type: str) -> dict[str, Any]:
@@ -50,7 +50,8 @@ class _LegacyWindowAttention(torch.autograd.Function):
     def symbolic(g, q, k, v, table, window: int, bias_index: str, scale: float):  # type: ignore[no-untyped-def]
         out = g.op(
             f"{PLUGIN_DOMAIN}::{WINDOW_ATTENTION}", q, k, v, table, window_i=window, bias_index_s=bias_index,
-            scale_f=scale, plugin_version_s="1", plugin_namespace_s="",
+            scale_f=scale, plugin_version_s=load_spec(WINDOW_ATTENTION).plugin_version,
+            plugin_namespace_s=load_spec(WINDOW_ATTENTION).plugin_namespace,
         )  # fmt: skip
         out.setType(q.type())
         return out
@@ -63,8 +64,10 @@ class _LegacyLocalEnsemble(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, query, keys, values):  # type: ignore[no-untyped-def]
+        spec = load_spec(LOCAL_ENSEMBLE)
         return g.op(
-            f"{PLUGIN_DOMAIN}::{LOCAL_ENSEMBLE}", query, keys, values, plugin_version_s="1", plugin_namespace_s=""
+            f"{PLUGIN_DOMAIN}::{LOCAL_ENSEMBLE}", query, keys, values, plugin_version_s=spec.plugin_version,
+            plugin_namespace_s=spec.plugin_namespace,
         )
 
 
@@ -120,24 +123,40 @@ def plugin_local_ensemble(query: torch.Tensor, keys: torch.Tensor, values: torch
     return local_ensemble_ref(query, keys, values)
 
 
-def _is_function_named(obj: object, names: set[str]) -> bool:
+@dataclass(frozen=True)
+class TorchPlugin:
+    """The torch side of one plugin: what it replaces in a model and what replaces it."""
+
+    op_type: str  # the srdeploy.plugins.registry name
+    attribute: str  # the per-instance model attribute holding the swappable function
+    replaces: frozenset[str]  # __name__ of the portable functions it stands for
+    emitter: Callable[..., torch.Tensor]  # one plugin node at export, the reference otherwise
+    reference: Callable[..., torch.Tensor]  # the independent PyTorch reference
+
+
+TORCH_PLUGINS: tuple[TorchPlugin, ...] = (
+    TorchPlugin(WINDOW_ATTENTION, "core", frozenset({"window_attention"}), plugin_window_attention,
+                window_attention_ref),
+    TorchPlugin(LOCAL_ENSEMBLE, "ensemble", frozenset({"local_ensemble"}), plugin_local_ensemble,
+                local_ensemble_ref),
+)
+
+
+def _is_function_named(obj: object, names: frozenset[str]) -> bool:
     return callable(obj) and not isinstance(obj, nn.Module) and getattr(obj, "__name__", None) in names
 
 
 def apply_plugins(model: nn.Module) -> list[str]:
-    """Swap every contract-A ``core`` and contract-B ``ensemble`` of ``model`` for its plugin form.
+    """Swap every plugin point of ``model`` (see :data:`TORCH_PLUGINS`) for its plugin form.
 
     Returns the sorted plugin op types now used by the model (the value of the ONNX metadata
     ``srdeploy.plugins``); an empty list means the model has no plugin points. Idempotent.
     """
     used: set[str] = set()
     for module in model.modules():
-        core = module.__dict__.get("core")
-        if core is plugin_window_attention or _is_function_named(core, _CORE_NAMES):
-            setattr(module, "core", plugin_window_attention)  # noqa: B010 - a plain function attribute
-            used.add(WINDOW_ATTENTION)
-        ensemble = module.__dict__.get("ensemble")
-        if ensemble is plugin_local_ensemble or _is_function_named(ensemble, _ENSEMBLE_NAMES):
-            setattr(module, "ensemble", plugin_local_ensemble)  # noqa: B010 - a plain function attribute
-            used.add(LOCAL_ENSEMBLE)
+        for plugin in TORCH_PLUGINS:
+            fn = module.__dict__.get(plugin.attribute)
+            if fn is plugin.emitter or _is_function_named(fn, plugin.replaces):
+                setattr(module, plugin.attribute, plugin.emitter)
+                used.add(plugin.op_type)
     return sorted(used)

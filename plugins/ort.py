@@ -1,11 +1,12 @@
-"""ONNX Runtime (CPU) execution of plugin graphs through onnxruntime-extensions PyOp.
+"""ONNX Runtime (CPU) execution of plugin graphs through onnxruntime-extensions PyOp. Torch-free.
 
-``ort_session(model)`` registers numpy reference implementations of the plugin ops in domain
-``trt.plugins`` and returns an ``onnxruntime.InferenceSession``. Torch-free.
+:func:`srdeploy.onnxlayer.session` (the one place sessions are made) calls
+:func:`prepare_session` for graphs with custom ops: it registers the numpy reference kernel of
+every plugin in :data:`srdeploy.plugins.registry.PLUGINS` in domain ``trt.plugins``.
 
 PyOp only handles fp32: an fp16 tensor reaching a PyOp aborts the whole process ("Type float16
-not supported by python customops api"). ``ort_session`` therefore wraps every plugin node whose
-inputs are fp16 in Cast(fp32) -> plugin -> Cast(fp16) (``cast_wrap_plugins``), and
+not supported by python customops api"). :func:`prepare_session` therefore wraps every plugin
+node whose inputs are fp16 in Cast(fp32) -> plugin -> Cast(fp16) (``cast_wrap_plugins``), and
 ``run_isolated`` runs a graph in a child process so that an abort fails a check instead of
 killing the caller. Usage::
 
@@ -25,45 +26,20 @@ import onnx
 from onnx import TensorProto, helper
 
 from srdeploy.errors import BackendError, require
+from srdeploy.onnxlayer import SessionConfig, elem_types, session
 
-from .spec import LOCAL_ENSEMBLE, OP_TYPES, PLUGIN_DOMAIN, WINDOW_ATTENTION
+from .registry import PLUGINS, np_local_ensemble, np_window_attention, plugin_nodes
+from .spec import PLUGIN_DOMAIN
+
+__all__ = ["cast_wrap_plugins", "np_local_ensemble", "np_window_attention", "ort_session", "plugin_nodes",
+           "prepare_session", "register_reference_ops", "run_isolated"]
 
 _REGISTERED = False
-
-
-def _np_relative_index(window: int, bias_index: str) -> np.ndarray:
-    ys, xs = np.meshgrid(np.arange(window), np.arange(window), indexing="ij")
-    coords = np.stack([ys.reshape(-1), xs.reshape(-1)], -1)
-    delta = coords[None, :, :] - coords[:, None, :]  # key - query
-    if bias_index == "q-k":
-        delta = -delta
-    span = 2 * window - 1
-    return (delta[..., 0] + window - 1) * span + (delta[..., 1] + window - 1)
-
-
-def np_window_attention(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, table: np.ndarray, *, window: int, bias_index: str, scale: float
-) -> np.ndarray:
-    """Plain numpy SRWindowAttention (float64 math, float32 result) used by the PyOp."""
-    if bias_index not in ("k-q", "q-k"):
-        raise ValueError(f"SRWindowAttention: bias_index must be 'k-q' or 'q-k', got {bias_index!r}")
-    bias = table.astype(np.float64)[:, _np_relative_index(window, bias_index)]
-    s = np.matmul(q.astype(np.float64), np.swapaxes(k.astype(np.float64), -1, -2)) * scale + bias[None]
-    s = np.exp(s - s.max(axis=-1, keepdims=True))
-    p = s / s.sum(axis=-1, keepdims=True)
-    return np.matmul(p, v.astype(np.float64)).astype(np.float32)
-
-
-def np_local_ensemble(query: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Plain numpy CiaoSRLocalEnsemble (float64 math, float32 result) used by the PyOp."""
-    scores = np.sum(keys.astype(np.float64) * query.astype(np.float64)[..., None, :], axis=-1)
-    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    p = e / e.sum(axis=-1, keepdims=True)
-    return np.sum(p[..., None] * values.astype(np.float64), axis=-2).astype(np.float32)
+_PYOP_ATTR_TYPES = {"int": "dt_int64", "string": "dt_string", "float": "dt_float"}
 
 
 def register_reference_ops() -> None:
-    """Register the PyOp reference kernels once per process (idempotent)."""
+    """Register the numpy reference kernel of every registered plugin, once per process."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -71,70 +47,20 @@ def register_reference_ops() -> None:
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
     f32 = PyCustomOpDef.dt_float
-
-    @onnx_op(
-        op_type=f"{PLUGIN_DOMAIN}::{WINDOW_ATTENTION}",
-        inputs=[f32, f32, f32, f32],
-        outputs=[f32],
-        attrs={
-            "window": PyCustomOpDef.dt_int64,
-            "bias_index": PyCustomOpDef.dt_string,
-            "scale": PyCustomOpDef.dt_float,
-        },
-    )
-    def _window_attention(q, k, v, table, window, bias_index, scale):  # type: ignore[no-untyped-def]
-        return np_window_attention(q, k, v, table, window=window, bias_index=bias_index, scale=scale)
-
-    @onnx_op(op_type=f"{PLUGIN_DOMAIN}::{LOCAL_ENSEMBLE}", inputs=[f32, f32, f32], outputs=[f32])
-    def _local_ensemble(query, keys, values):  # type: ignore[no-untyped-def]
-        return np_local_ensemble(query, keys, values)
-
+    for plugin in PLUGINS.values():
+        attrs = {name: getattr(PyCustomOpDef, _PYOP_ATTR_TYPES[kind]) for name, kind in plugin.pyop_attrs.items()}
+        onnx_op(op_type=f"{PLUGIN_DOMAIN}::{plugin.op_type}", inputs=[f32] * plugin.pyop_inputs, outputs=[f32],
+                attrs=attrs or None)(_kernel(plugin.numpy_reference, tuple(plugin.pyop_attrs)))
     _REGISTERED = True
 
 
-def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The plugin nodes (domain ``trt.plugins``, known op types) of the main graph."""
-    return [n for n in model.graph.node if n.domain == PLUGIN_DOMAIN and n.op_type in OP_TYPES]
+def _kernel(fn: Any, attr_names: tuple[str, ...]) -> Any:
+    """PyOp passes the inputs positionally and the attributes as keyword arguments."""
 
+    def run(*tensors: np.ndarray, **attrs: Any) -> np.ndarray:
+        return fn(*tensors, **{k: attrs[k] for k in attr_names})
 
-def _recorded_types(model: onnx.ModelProto) -> dict[str, int]:
-    # non-strict inference skips the custom-domain nodes and types everything around them
-    g = onnx.shape_inference.infer_shapes(model).graph
-    types: dict[str, int] = {}
-    for vi in [*g.input, *g.value_info, *g.output]:
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for init in g.initializer:
-        types[init.name] = init.data_type
-    for node in g.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    types[node.output[0]] = a.t.data_type
-    return types
-
-
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element types of the graph's tensors, propagated through the plugin nodes.
-
-    ONNX shape inference stops at nodes without a schema, so everything downstream of a plugin
-    would be untyped; a plugin's output has its first input's type, so declare that and infer
-    again until nothing changes.
-    """
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    nodes = plugin_nodes(probe)
-    for _ in range(len(nodes) + 1):
-        types = _recorded_types(probe)
-        added = False
-        for node in nodes:
-            out, first = node.output[0], node.input[0]
-            if out not in types and first in types:
-                probe.graph.value_info.append(helper.make_tensor_value_info(out, types[first], None))
-                added = True
-        if not added:
-            return types
-    return types
+    return run
 
 
 def cast_wrap_plugins(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -145,11 +71,11 @@ def cast_wrap_plugins(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    types = _elem_types(out)
+    types = elem_types(out)
     wrapped = 0
     new_nodes: list[onnx.NodeProto] = []
     for node in out.graph.node:
-        if not (node.domain == PLUGIN_DOMAIN and node.op_type in OP_TYPES):
+        if not (node.domain == PLUGIN_DOMAIN and node.op_type in PLUGINS):
             new_nodes.append(node)
             continue
         if types.get(node.input[0]) != TensorProto.FLOAT16:
@@ -179,37 +105,22 @@ def cast_wrap_plugins(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, wrapped
 
 
-def ort_session(model_path_or_bytes: str | Path | bytes | onnx.ModelProto, **session_kwargs: Any) -> Any:
-    """An ``onnxruntime.InferenceSession`` (CPU) able to run plugin graphs.
-
-    ``session_kwargs`` go to ``InferenceSession`` (``sess_options`` is extended, not replaced;
-    ``providers`` defaults to CPU). fp16 plugin nodes are cast-wrapped (see module docstring).
-    """
-    ort = require("onnxruntime", "ort")
+def prepare_session(model: onnx.ModelProto, opts: Any) -> onnx.ModelProto:
+    """Make ``model`` runnable on ONNX Runtime CPU: register the reference kernels with ``opts``
+    and cast-wrap fp16 plugin nodes (returns a copy when anything was wrapped)."""
     require("onnxruntime_extensions", "dev")
     from onnxruntime_extensions import get_library_path
 
     register_reference_ops()
-    if isinstance(model_path_or_bytes, onnx.ModelProto):
-        model = model_path_or_bytes
-    elif isinstance(model_path_or_bytes, bytes):
-        model = onnx.load_from_string(model_path_or_bytes)
-    else:
-        model = onnx.load(str(model_path_or_bytes))
+    opts.register_custom_ops_library(get_library_path())
     if plugin_nodes(model):
         model, _ = cast_wrap_plugins(model)
-    opts = session_kwargs.pop("sess_options", None) or ort.SessionOptions()  # type: ignore[attr-defined]
-    opts.register_custom_ops_library(get_library_path())
-    providers = session_kwargs.pop("providers", ["CPUExecutionProvider"])
-    try:
-        return ort.InferenceSession(  # type: ignore[attr-defined]
-            model.SerializeToString(), sess_options=opts, providers=providers, **session_kwargs
-        )
-    except Exception as exc:
-        raise BackendError(
-            f"ONNX Runtime could not load the plugin graph ({str(exc).splitlines()[0]}); "
-            "check that its plugin nodes carry every attribute of plugins/<Op>.json"
-        ) from exc
+    return model
+
+
+def ort_session(model_path_or_bytes: str | Path | bytes | onnx.ModelProto, threads: int | None = None) -> Any:
+    """A CPU session: :func:`srdeploy.onnxlayer.session` (kept as this package's entry point)."""
+    return session(model_path_or_bytes, SessionConfig(intra_op_threads=threads))
 
 
 def run_isolated(

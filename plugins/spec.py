@@ -18,9 +18,9 @@ from srdeploy.errors import SrdeployError
 PLUGIN_DOMAIN = "trt.plugins"
 WINDOW_ATTENTION = "SRWindowAttention"
 LOCAL_ENSEMBLE = "CiaoSRLocalEnsemble"
-OP_TYPES = (WINDOW_ATTENTION, LOCAL_ENSEMBLE)
-
 _HERE = Path(__file__).resolve().parent
+#: every plugin with a spec file beside this module
+OP_TYPES = tuple(sorted(p.stem for p in _HERE.glob("*.json")))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srdeploy import onnxlayer
 from srdeploy.errors import SrdeployError
+from srdeploy.records import ArtifactRecord
 from srdeploy.tiling import Tiling
 
 
@@ -24,69 +26,65 @@ class Artifact:
     stem: str
     graph: str  # "sr" | "implicit" (encoder + decoder)
     files: dict[str, Path]  # "sr" or "encoder"/"decoder" (or "engine") -> path
-    meta: dict[str, str] = field(default_factory=dict)  # srdeploy.* metadata_props (prefix dropped)
+    meta: dict[str, str] = field(default_factory=dict)  # srdeploy.* metadata_props as written (prefix dropped)
     manifest: dict[str, Any] = field(default_factory=dict)
+    protos: dict[str, Any] = field(default_factory=dict, repr=False)  # role -> onnx.ModelProto, parsed once
 
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.manifest:
-            return self.manifest[key]
-        return self.meta.get(key, default)
+    @property
+    def kind(self) -> str:
+        """The artifact kind backends declare they accept: ``engine`` or ``onnx``."""
+        return "engine" if "engine" in self.files else "onnx"
+
+    def proto(self, role: str) -> Any:
+        """The parsed graph of ``role`` (``sr``, ``encoder``, ``decoder``, ``onnx``), loaded once."""
+        if role not in self.protos:
+            self.protos[role] = onnxlayer.load(self.files[role])
+        return self.protos[role]
+
+    @property
+    def record(self) -> ArtifactRecord | None:
+        """The exporter's typed record: from the manifest when there is one, else from the metadata."""
+        if self.manifest and "model" in self.manifest:
+            return ArtifactRecord.from_manifest(self.manifest, f"manifest of {self.stem}")
+        return ArtifactRecord.from_metadata(self.meta, f"metadata of {self.stem}")
 
     @property
     def model(self) -> str:
-        return str(self.get("model") or self.stem)
+        rec = self.record
+        return rec.model if rec else self.stem
 
     @property
     def scale(self) -> int | None:
-        s = self.get("scale")
-        try:
-            return int(float(s)) if s not in (None, "") else None
-        except (TypeError, ValueError):
-            return None
+        rec = self.record
+        return rec.int_scale if rec else None
 
     @property
     def precision(self) -> str:
-        return str(self.get("precision") or "fp32")
+        rec = self.record
+        return rec.precision if rec else "fp32"
 
     @property
     def random_weights(self) -> bool:
-        """True when the exporter recorded no weights hash (random initialisation)."""
-        sha = self.get("weights_sha256")
-        return sha is None or sha == ""
-
-    @property
-    def descriptor(self) -> dict[str, Any]:
-        d = self.get("descriptor") or {}
-        if isinstance(d, str):
-            try:
-                d = json.loads(d)
-            except json.JSONDecodeError:
-                d = {}
-        return d if isinstance(d, dict) else {}
+        """True when the exporter recorded no weights hash (random initialisation) or no record at all."""
+        rec = self.record
+        return rec.random_weights if rec else True
 
     @property
     def default_tiling(self) -> Tiling | None:
-        t = self.descriptor.get("default_tiling")
-        if not t:
-            return None
-        return Tiling(int(t["tile"]), int(t["overlap"]), t.get("blend", "crop"))
+        rec = self.record
+        return rec.default_tiling if rec else None
 
     @property
     def min_size(self) -> int:
-        return int(self.descriptor.get("min_size", 1))
+        rec = self.record
+        return rec.min_size if rec else 1
 
 
-def _meta_from_onnx(path: Path) -> dict[str, str]:
-    import onnx
-
-    from .graphstats import load_onnx
-
-    # metadata only: skip the weights of large external-data models
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # corrupt file: load_onnx raises the clear error
-        proto = load_onnx(path)
-    return {p.key.removeprefix("srdeploy."): p.value for p in proto.metadata_props if p.key.startswith("srdeploy.")}
+def _with_meta(art: Artifact, role: str | None) -> Artifact:
+    """Read the srdeploy.* metadata from the graph of ``role`` (parsed once, kept on the artifact)."""
+    if role is not None:
+        art.meta = onnxlayer.metadata(art.proto(role))
+    return art
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -119,16 +117,15 @@ def open_artifact(path: str | os.PathLike[str]) -> Artifact:
             raise SrdeployError(f"engine file {p} does not exist; build one with sr-export --engine")
         onnx_beside = folder / f"{stem}.onnx"
         if onnx_beside.is_file():  # the graph the engine was built from: metadata and MAC counts
-            return Artifact(stem, "sr", {"engine": p, "onnx": onnx_beside}, _meta_from_onnx(onnx_beside), manifest)
+            return _with_meta(Artifact(stem, "sr", {"engine": p, "onnx": onnx_beside}, {}, manifest), "onnx")
         return Artifact(stem, "sr", {"engine": p}, {}, manifest)
     enc, dec, single = folder / f"{stem}.encoder.onnx", folder / f"{stem}.decoder.onnx", folder / f"{stem}.onnx"
     if enc.is_file() or dec.is_file() or p.name.endswith((".encoder.onnx", ".decoder.onnx")):
         if not (enc.is_file() and dec.is_file()):
             raise SrdeployError(f"{stem}: an implicit model needs both {enc.name} and {dec.name}; re-export it")
-        meta = _meta_from_onnx(enc)
-        return Artifact(stem, "implicit", {"encoder": enc, "decoder": dec}, meta, manifest)
+        return _with_meta(Artifact(stem, "implicit", {"encoder": enc, "decoder": dec}, {}, manifest), "encoder")
     if p.suffix == ".json" and not single.is_file():
         raise SrdeployError(f"manifest {p} has no {single.name} beside it; re-export the model")
     if not single.is_file():
         raise SrdeployError(f"ONNX file {single} does not exist; export one with sr-export")
-    return Artifact(stem, "sr", {"sr": single}, _meta_from_onnx(single), manifest)
+    return _with_meta(Artifact(stem, "sr", {"sr": single}, {}, manifest), "sr")

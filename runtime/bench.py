@@ -1,8 +1,10 @@
 """The library side of ``sr-bench``: open a model, measure it, write the results folder.
 
-:func:`run_bench` is what the CLI and the benchmark suite call; it needs no PyTorch unless the
-model is given by registry name (then :mod:`srdeploy.export` is imported lazily to export it) or
-the ``torch`` backend is chosen.
+:func:`run_bench` measures an exported artifact (``--onnx``/``--engine``) or a prepared
+:class:`ModelSource` and needs no PyTorch. A model given by registry name (``--model``) is
+resolved on the torch side by :func:`srdeploy.export.bench_source.run_bench_model` (export it, or
+build it for the ``torch`` backend), which then calls :func:`run_bench`: this package never
+imports ``srdeploy.export`` or ``srdeploy.models``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srdeploy.errors import MissingDependencyError, SrdeployError
+from srdeploy.errors import SrdeployError
 from srdeploy.sizes import Size
 from srdeploy.tiling import Tiling
 
 from .artifact import Artifact
+from .backends import RunOptions
 from .graphstats import graph_stats
 from .measure import (
     DEVICE_PEAKS,
@@ -30,13 +33,13 @@ from .measure import (
     synthetic_set,
     write_results,
 )
-from .predict import Predictor, open_predictor, torch_predictor
-from .runners import OrtOptions
+from .predict import Predictor, open_predictor
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
-    """Everything ``sr-bench`` needs; ``None`` means "use the default"."""
+    """Everything ``sr-bench`` needs; ``None`` means "use the default". Frozen: ``run_bench`` never
+    changes it (``log`` collects the log lines)."""
 
     onnx: str | None = None
     engine: str | None = None
@@ -67,37 +70,15 @@ class BenchConfig:
     log: list[str] = field(default_factory=list)
 
 
-def export_for_bench(model: str, scale: int, weights: str | None, precision: str, outdir: Path) -> Path:
-    """Export ``model`` with the project's exporter (imported lazily); return the .onnx path."""
-    import importlib
+@dataclass
+class ModelSource:
+    """A model resolved outside the runtime (``--model``): an exported file, or a ready predictor."""
 
-    export_model = None
-    for mod in ("srdeploy.export", "srdeploy.export.api"):
-        try:
-            export_model = getattr(importlib.import_module(mod), "export_model", None)
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"--model needs the exporter and PyTorch ({exc}); pip install 'srdeploy[export]', or pass --onnx FILE"
-            ) from exc
-        if export_model is not None:
-            break
-    if export_model is None:
-        raise SrdeployError(
-            "this installation's srdeploy.export has no export_model(); export with sr-export and pass --onnx FILE"
-        )
-    result = export_model(model, scale, weights=weights, outdir=str(outdir), fp16=precision == "fp16")
-    for attr in ("onnx_path", "path", "onnx"):
-        p = getattr(result, attr, None)
-        if p:
-            return Path(p)
-    if isinstance(result, (str, Path)):
-        return Path(result)
-    if isinstance(result, dict) and result.get("onnx"):
-        return Path(result["onnx"])
-    candidates = sorted(outdir.glob("*.onnx"))
-    if not candidates:
-        raise SrdeployError(f"the exporter wrote no .onnx file into {outdir}")
-    return candidates[0]
+    path: str | None = None  # an exported .onnx / .engine to open
+    predictor: Predictor | None = None  # e.g. an eager PyTorch model on the torch backend
+    key: str | None = None
+    random_weights: bool = True
+    stats: dict[str, Any] | None = None  # model statistics counted on the torch side
 
 
 def _stats_for(art: Artifact, size: Size, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -106,27 +87,34 @@ def _stats_for(art: Artifact, size: Size, log: Callable[[str], None]) -> dict[st
         log("graph statistics: skipped (no single ONNX graph: an engine without its .onnx beside it, or an "
             "encoder/decoder pair)")
         return None
-    import onnx
-
-    proto = onnx.load(str(graph), load_external_data=False)
+    role = "sr" if "sr" in art.files else "onnx"
+    proto = art.proto(role)  # parsed once by open_artifact/open_predictor
     inp = proto.graph.input[0].type.tensor_type.shape.dim
     static = [d.dim_value if d.HasField("dim_value") else None for d in inp]
     shape = (1, 3, size.h, size.w)
     if len(static) == 4 and static[2] and static[3] and (static[2], static[3]) != (size.h, size.w):
         shape = (1, 3, static[2], static[3])
         log(f"graph statistics: the graph is static at {static[2]}x{static[3]}; counted there, not at {size}")
-    st = graph_stats(graph, shape)
+    st = graph_stats(proto, shape)
     d = st.as_dict()
     log(f"graph statistics at LR {d['input_shape']}: {st.gmacs:.3f} GMACs, {st.params / 1e6:.4f} M params, "
         f"{st.num_conv} Conv ({st.shape_source})")
     return d
 
 
-def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    """Measure one model per ``cfg`` and write ``results.json``/``results.txt``/``bench.log``."""
+def run_bench(cfg: BenchConfig, source: ModelSource | None = None) -> dict[str, Any]:
+    """Measure one model per ``cfg`` and write ``results.json``/``results.txt``/``bench.log``.
+
+    ``source``: the model when ``cfg.model`` names a registered one (see the module docstring).
+    """
     sources = [x for x in (cfg.onnx, cfg.engine, cfg.model) if x]
     if len(sources) != 1:
         raise SrdeployError("give exactly one of --model NAME, --onnx FILE, --engine FILE")
+    if cfg.model and source is None:
+        raise SrdeployError(
+            "--model NAME is resolved by srdeploy.export.bench_source.run_bench_model (needs the export extra); "
+            "or export with sr-export and pass --onnx FILE"
+        )
     if sum(x is not None for x in (cfg.data, cfg.synthetic, cfg.data_from_image)) != 1:
         raise SrdeployError("give exactly one of --data DIR, --data-from-image IMAGE and --synthetic HxW")
     log_lines = cfg.log
@@ -141,47 +129,34 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         art: Artifact | None = None
         random_weights = cfg.weights is None
         precision = cfg.precision or "fp32"
-        if cfg.backend == "torch" and not cfg.model:
-            raise SrdeployError("--backend torch runs PyTorch models: give --model NAME (not --onnx/--engine)")
-        if cfg.backend == "torch" and precision != "fp32":
-            raise SrdeployError("--backend torch measures fp32 eager models (as the NTIRE harness); drop --precision")
-        if cfg.model and cfg.backend == "torch":
-            predictor, key, random_weights, stats = _torch_path(cfg, log)
+        if source is not None and source.predictor is not None:
+            predictor, random_weights, stats = source.predictor, source.random_weights, source.stats
+            key = cfg.name or source.key or "model"
             scale = int(predictor.scale)
         else:
-            path = cfg.onnx or cfg.engine
-            if cfg.model:
-                if cfg.scale is None:
-                    raise SrdeployError("--model needs --scale")
-                out = Path(cfg.export_dir) if cfg.export_dir else None
-                if out is None:
-                    tmp = tempfile.TemporaryDirectory(prefix="srbench-")
-                    out = Path(tmp.name)
-                log(f"exporting {cfg.model} x{cfg.scale} ({precision}) into {out}")
-                path = str(export_for_bench(cfg.model, cfg.scale, cfg.weights, precision, out))
+            path = source.path if source is not None else (cfg.onnx or cfg.engine)
             assert path is not None
-            options = None
-            backend = cfg.backend or ("tensorrt" if cfg.engine else "onnxruntime")
-            if backend == "onnxruntime":
-                options = OrtOptions(device=cfg.device if cfg.device != "cpu" else "cpu", intra_op_threads=cfg.threads)
-            predictor, art = open_predictor(path, backend, options, cfg.scale, cfg.plugin_library)
-            if cfg.precision and art.get("precision") and cfg.precision != art.precision:
+            run_opts = RunOptions(device=cfg.device, threads=cfg.threads, plugin_library=cfg.plugin_library)
+            predictor, art = open_predictor(path, cfg.backend, run_opts, cfg.scale)
+            if cfg.precision and art.record is not None and cfg.precision != art.precision:
                 raise SrdeployError(
                     f"{path} is a {art.precision} graph but --precision {cfg.precision} was given; "
                     "export the other precision or drop --precision"
                 )
             precision = art.precision
-            random_weights = art.random_weights if (art.meta or art.manifest) else cfg.weights is None
+            random_weights = art.random_weights if art.record is not None else cfg.weights is None
             scale = int(predictor.scale)
             key = cfg.name or art.stem
             stats = _stats_for(art, cfg.flops_size, log)
         if cfg.data_from_image is not None:
             if tmp is None:
                 tmp = tempfile.TemporaryDirectory(prefix="srbench-")
-            cfg.data = str(make_crop_sets(cfg.data_from_image, Path(tmp.name) / "data"))
+            data = str(make_crop_sets(cfg.data_from_image, Path(tmp.name) / "data"))
             log(f"data: crops of {cfg.data_from_image} (valid 3, test 1; LR by bicubic downscaling)")
-        if cfg.data is not None:
-            sets = load_sets(cfg.data, scale)
+        else:
+            data = cfg.data
+        if data is not None:
+            sets = load_sets(data, scale)
         else:
             assert cfg.synthetic is not None
             sets = synthetic_set(cfg.synthetic.h, cfg.synthetic.w, cfg.images)
@@ -193,7 +168,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             mem_note = predictor.peak_memory().note
         clock = predictor.timing.clock
         extra: dict[str, Any] = {"backend": info.get("backend"), "device": info.get("device"),
-                                 "data": cfg.data or f"synthetic {cfg.synthetic}",
+                                 "data": data or f"synthetic {cfg.synthetic}",
                                  "tiling": None if cfg.tiling is None else vars(cfg.tiling)}
         if art is not None:
             files = {k: str(v) for k, v in art.files.items()}
@@ -215,33 +190,6 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     finally:
         if tmp is not None:
             tmp.cleanup()
-
-
-def _torch_path(cfg: BenchConfig, log: Callable[[str], None]) -> tuple[Predictor, str, bool, dict[str, Any] | None]:
-    """``--backend torch --model NAME``: eager PyTorch (the harness's own setting)."""
-    try:
-        from srdeploy import models
-    except ImportError as exc:
-        raise MissingDependencyError(f"--backend torch needs PyTorch ({exc}); pip install 'srdeploy[torch]'") from exc
-    if cfg.scale is None:
-        raise SrdeployError("--model needs --scale")
-    m = models.build(cfg.model, cfg.scale, cfg.weights)  # type: ignore[arg-type]
-    from srdeploy.models.fusion import fuse_model
-
-    fuse_model(m)
-    stats: dict[str, Any] = {"params": sum(p.numel() for p in m.parameters()), "input_shape": str(cfg.flops_size)}
-    try:
-        from .graphstats import fvcore_gmacs
-
-        stats["gmacs"] = fvcore_gmacs(m, (cfg.flops_size.h, cfg.flops_size.w))
-        stats["flops_tool"] = "fvcore FlopCountAnalysis (NTIRE convention)"
-    except MissingDependencyError as exc:
-        log(f"FLOPs: not counted ({exc})")
-    from .graphstats import torch_activations
-
-    stats["activations"], stats["num_conv"] = torch_activations(m, (cfg.flops_size.h, cfg.flops_size.w))
-    return (torch_predictor(m, cfg.scale, cfg.device, cudnn_benchmark=cfg.mode == "steady"),
-            cfg.name or f"{cfg.model}_x{cfg.scale}_torch", cfg.weights is None, stats)
 
 
 def peaks_from(name: str | None, tflops: float | None, gbps: float | None) -> tuple[float, float] | None:

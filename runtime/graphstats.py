@@ -5,9 +5,10 @@
 * **MACs** (one multiply-add = 1, the unit the NTIRE tables and the papers call "FLOPs"):
   ``Conv``, ``ConvTranspose``, ``Gemm``, ``MatMul`` and the project's plugin nodes at their true
   cost (``SRWindowAttention``: ``QK^T`` and ``AV``; ``CiaoSRLocalEnsemble``: scores and weighted
-  sum). Biases are not counted (fvcore does not count them either). Custom ops cannot hide
-  work from this counter: an unknown op in a custom domain is an error unless it is in
-  :data:`PLUGIN_MACS`.
+  sum). Biases are not counted (fvcore does not count them either). The per-node rule is
+  :func:`srdeploy.onnxlayer.node_macs`, the same one the fp16 pass uses for its MAC share. Custom
+  ops cannot hide work from this counter: an op in a custom domain is an error unless the plugin
+  registry (:mod:`srdeploy.plugins.registry`) gives its MAC formula.
 * **fvcore-convention MACs**: the above plus what fvcore adds for normalisation layers (input
   elements x 5 with an affine, x 4 without; eval BatchNorm x 2), bilinear/bicubic resizes (output
   elements x 4), nearest resizes and global average pools (1 per element), so the two ways of
@@ -29,54 +30,18 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from srdeploy import onnxlayer
 from srdeploy.errors import BackendError, SrdeployError
 
-Shape = tuple[int, ...]
+Shape = onnxlayer.Shape
 
-#: Plugin op types (contract E) and their MACs from input shapes.
-PLUGIN_MACS: dict[str, Callable[[list[Shape | None]], int]] = {}
-
-_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum")
 _NORM_OPS = ("LayerNormalization", "InstanceNormalization", "GroupNormalization", "BatchNormalization")
-
-
-def _plugin(name: str) -> Callable[[Callable[[list[Shape | None]], int]], Callable[[list[Shape | None]], int]]:
-    def deco(fn: Callable[[list[Shape | None]], int]) -> Callable[[list[Shape | None]], int]:
-        PLUGIN_MACS[name] = fn
-        return fn
-
-    return deco
-
-
-def _need(shapes: Sequence[Shape | None], idx: int, op: str) -> Shape:
-    s = shapes[idx] if idx < len(shapes) else None
-    if s is None:
-        raise BackendError(f"cannot resolve the shape of input {idx} of a {op} node; re-export with static shapes")
-    return s
-
-
-@_plugin("SRWindowAttention")
-def _window_attention_macs(shapes: list[Shape | None]) -> int:
-    # q, k, v: (B*nW, heads, N, d); softmax(q k^T + bias) v -> 2 * B*nW * heads * N * N * d
-    q = _need(shapes, 0, "SRWindowAttention")
-    v = _need(shapes, 2, "SRWindowAttention")
-    bn, heads, n, d = q
-    return bn * heads * n * n * d + bn * heads * n * n * v[-1]
-
-
-@_plugin("CiaoSRLocalEnsemble")
-def _local_ensemble_macs(shapes: list[Shape | None]) -> int:
-    # query (Q, C1), keys (Q, 4, C1), values (Q, 4, C2): 4 dot products + weighted sum of 4 values
-    k = _need(shapes, 1, "CiaoSRLocalEnsemble")
-    v = _need(shapes, 2, "CiaoSRLocalEnsemble")
-    return math.prod(k) + math.prod(v)
 
 
 @dataclass
@@ -107,40 +72,7 @@ class GraphStats:
         return d
 
 
-def _dims(vi: Any) -> Shape | None:
-    t = vi.type.tensor_type
-    if not t.HasField("shape"):
-        return None
-    dims = []
-    for d in t.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
-            dims.append(int(d.dim_value))
-        else:
-            return None
-    return tuple(dims)
-
-
 _ITEMSIZE = {1: 4, 10: 2, 11: 8, 16: 2, 6: 4, 7: 8, 9: 1, 2: 1, 3: 1, 5: 2, 12: 4, 13: 8}
-
-
-def load_onnx(model: str | os.PathLike[str] | bytes | Any) -> Any:
-    """Load an ONNX model (path, bytes or ModelProto) with a clear error for bad files."""
-    import onnx
-
-    if isinstance(model, onnx.ModelProto):
-        return model
-    try:
-        if isinstance(model, bytes):
-            return onnx.load_from_string(model)
-        path = Path(model)
-        if not path.is_file():
-            raise SrdeployError(f"ONNX file {path} does not exist; export one with sr-export")
-        return onnx.load(str(path), load_external_data=True)
-    except SrdeployError:
-        raise
-    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError... for corrupt files
-        what = "the given bytes" if isinstance(model, bytes) else str(model)
-        raise BackendError(f"{what} is not a valid ONNX model ({type(exc).__name__}: {exc}); re-export it") from exc
 
 
 def _fix_input(model: Any, input_shapes: Mapping[str, Shape]) -> Any:
@@ -169,29 +101,8 @@ def _fix_input(model: Any, input_shapes: Mapping[str, Shape]) -> Any:
 
 
 def _infer(model: Any) -> tuple[dict[str, Shape | None], dict[str, int]]:
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as exc:  # inference failures of exotic ops: fall back to observed shapes
-        inferred = model
-        del exc
-    shapes: dict[str, Shape | None] = {}
-    dtypes: dict[str, int] = {}
-    g = inferred.graph
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        shapes[vi.name] = _dims(vi)
-        dtypes[vi.name] = vi.type.tensor_type.elem_type
-    for init in g.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
-        dtypes[init.name] = init.data_type
-    for node in g.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    shapes[node.output[0]] = tuple(int(d) for d in a.t.dims)
-                    dtypes[node.output[0]] = a.t.data_type
-    return shapes, dtypes
+    inferred = onnxlayer.infer(model)
+    return inferred.shapes, inferred.types
 
 
 _FOLDABLE = {
@@ -232,8 +143,8 @@ def _fold_shape_values(model: Any, shapes: dict[str, Shape | None]) -> tuple[Any
             shp = shapes.get(node.input[0])
             if shp is None:
                 continue
-            start = int(_attr(node, "start", 0))
-            end = _attr(node, "end", None)
+            start = int(onnxlayer.attr(node, "start", 0))
+            end = onnxlayer.attr(node, "end", None)
             values[node.output[0]] = np.array(shp[start:end], dtype=np.int64)
             folded.add(node.output[0])
             continue
@@ -274,7 +185,7 @@ def _observe(model: Any, names: Sequence[str], input_shapes: Mapping[str, Shape]
     import onnx
 
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401 - only to say why observing is impossible
     except ImportError as exc:
         raise BackendError(
             f"ONNX shape inference could not resolve {len(names)} tensor shapes and onnxruntime is not "
@@ -286,10 +197,7 @@ def _observe(model: Any, names: Sequence[str], input_shapes: Mapping[str, Shape]
     for n in names:
         if n not in existing:
             m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    sess = _session_with_plugins(m.SerializeToString(), opts)
+    sess = onnxlayer.session(m, onnxlayer.SessionConfig(optimization="disable"))
     feed = {}
     for i in sess.get_inputs():
         dtype = np.float16 if "float16" in i.type else np.float32
@@ -298,79 +206,10 @@ def _observe(model: Any, names: Sequence[str], input_shapes: Mapping[str, Shape]
     return {n: tuple(int(d) for d in np.shape(o)) for n, o in zip(names, outs, strict=True)}
 
 
-def _session_with_plugins(data: bytes, opts: Any) -> Any:
-    import onnx
-
-    model = onnx.load_from_string(data)
-    custom = [n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx", "com.microsoft")]
-    if custom:
-        try:
-            from srdeploy.plugins import ort_session
-        except ImportError as exc:
-            raise BackendError(
-                f"the graph holds plugin nodes {sorted(set(custom))}; running it on ONNX Runtime needs "
-                "srdeploy.plugins.ort_session (pip install 'srdeploy[dev]' for onnxruntime-extensions)"
-            ) from exc
-        return ort_session(data, sess_options=opts)
-    import onnxruntime as ort
-
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-
-
-def _attr(node: Any, name: str, default: Any) -> Any:
-    import onnx
-
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-def _node_macs(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
-    op = node.op_type
-    if op == "Conv":
-        w = _need(ins, 1, op)
-        y = _need(outs, 0, op)
-        # (N, Cout, *spatial_out) x (Cin/group) x prod(kernel)
-        return math.prod(y) * w[1] * math.prod(w[2:])
-    if op == "ConvTranspose":
-        x = _need(ins, 0, op)
-        w = _need(ins, 1, op)  # (Cin, Cout/group, *k)
-        return math.prod(x) * w[1] * math.prod(w[2:])
-    if op == "Gemm":
-        a = _need(ins, 0, op)
-        b = _need(ins, 1, op)
-        m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[1])
-        n = b[0] if _attr(node, "transB", 0) else b[1]
-        return m * k * n
-    if op == "MatMul":
-        a = _need(ins, 0, op)
-        b = _need(ins, 1, op)
-        if len(a) == 1:
-            a = (1, a[0])
-        if len(b) == 1:
-            b = (b[0], 1)
-        batch = np.broadcast_shapes(a[:-2], b[:-2])
-        return math.prod(batch) * a[-2] * a[-1] * b[-1]
-    if op == "Einsum":
-        # Every distinct index letter of the equation spans one loop: MACs = product of all sizes.
-        raw = _attr(node, "equation", b"")
-        eq = (raw.decode() if isinstance(raw, bytes) else str(raw)).replace(" ", "")
-        lhs = eq.split("->")[0].split(",")
-        sizes: dict[str, int] = {}
-        for term, shp in zip(lhs, ins, strict=False):
-            if shp is None or "..." in term:
-                raise BackendError(f"cannot count Einsum {eq!r} without static shapes or with ellipses")
-            for ch, d in zip(term, shp, strict=True):
-                sizes[ch] = max(sizes.get(ch, 1), d)
-        return math.prod(sizes.values()) if len(lhs) > 1 else 0
-    return 0
-
-
 def _needed(node: Any) -> list[str]:
     """The tensors whose shapes the counters need for ``node``."""
     op = node.op_type
-    if op in PLUGIN_MACS or op in ("ConvTranspose", "Gemm", "MatMul", "Einsum"):
+    if node.domain not in onnxlayer.STANDARD_DOMAINS or op in ("ConvTranspose", "Gemm", "MatMul", "Einsum"):
         return list(node.input)
     if op == "Conv":
         return [node.input[1], node.output[0]]
@@ -392,7 +231,7 @@ def _fvcore_extra(node: Any, ins: list[Shape | None], outs: list[Shape | None]) 
         affine = len(node.input) > 1 and bool(node.input[1])
         return math.prod(x) * (5 if affine else 4)
     if op == "Resize" and outs and outs[0] is not None:
-        mode = _attr(node, "mode", b"nearest")
+        mode = onnxlayer.attr(node, "mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
         return math.prod(outs[0]) * (1 if mode == "nearest" else 4)
     if op == "GlobalAveragePool" and ins and ins[0] is not None:
@@ -413,7 +252,7 @@ def graph_stats(
     """
     import onnx
 
-    proto = load_onnx(model)
+    proto = onnxlayer.load(model)
     graph_inputs = [i.name for i in proto.graph.input if i.name not in {x.name for x in proto.graph.initializer}]
     if not isinstance(input_shapes, Mapping):
         if len(graph_inputs) != 1:
@@ -424,15 +263,13 @@ def graph_stats(
     notes: list[str] = []
     source = "onnx shape inference"
 
-    def counted(node: Any) -> bool:
-        return node.op_type in _MAC_OPS or node.op_type in PLUGIN_MACS
-
-    known_domains = ("", "ai.onnx", "com.microsoft")
-    unknown = sorted({n.op_type for n in fixed.graph.node if n.domain not in known_domains and not counted(n)})
+    formulas = onnxlayer.plugin_mac_formulas()
+    unknown = sorted({n.op_type for n in fixed.graph.node if n.domain not in onnxlayer.STANDARD_DOMAINS
+                      and n.op_type not in formulas})
     if unknown:
         raise BackendError(
-            f"the graph holds custom ops {unknown} whose cost is unknown; add them to "
-            "srdeploy.runtime.graphstats.PLUGIN_MACS so MACs cannot be under-counted"
+            f"the graph holds custom ops {unknown} whose cost is unknown; register their MAC formula in "
+            "srdeploy.plugins.registry so MACs cannot be under-counted"
         )
     def unresolved(model: Any, known: dict[str, Shape | None]) -> list[str]:
         return sorted({t for n in model.graph.node for t in _needed(n) if t and known.get(t) is None})
@@ -466,18 +303,16 @@ def graph_stats(
     for node in fixed.graph.node:
         ins = [shapes.get(t) if t else None for t in node.input]
         outs = [shapes.get(t) if t else None for t in node.output]
-        if node.op_type in PLUGIN_MACS:
-            n = PLUGIN_MACS[node.op_type](ins)
+        n = onnxlayer.node_macs(node, ins, outs, formulas)
+        if node.domain not in onnxlayer.STANDARD_DOMAINS:
             plugins[node.op_type] += 1
-        else:
-            n = _node_macs(node, ins, outs)
         macs += n
         if n:
             by_op[node.op_type] += n
         extra += _fvcore_extra(node, ins, outs)
         if node.op_type == "Conv":
             num_conv += 1
-            activations += math.prod(_need(outs, 0, "Conv"))
+            activations += math.prod(onnxlayer.need(outs, 0, "Conv"))
         if node.op_type not in ("Constant", "Shape"):
             for t, s in zip(list(node.input) + list(node.output), ins + outs, strict=True):
                 if t and s is not None:
@@ -519,44 +354,3 @@ def graph_stats(
         shape_source=source,
         notes=notes,
     )
-
-
-def fvcore_gmacs(model: Any, input_hw: tuple[int, int] = (256, 256)) -> float:
-    """The NTIRE convention: fvcore ``FlopCountAnalysis`` on ``torch.rand(1, 3, H, W)``, in G.
-
-    Needs torch and fvcore (imported lazily); fvcore counts one multiply-add as one "flop".
-    """
-    from srdeploy.errors import require
-
-    torch = require("torch", "torch")
-    fv = require("fvcore.nn", "dev")
-    x = torch.rand(1, 3, *input_hw)  # type: ignore[attr-defined]
-    analysis = fv.FlopCountAnalysis(model, x)  # type: ignore[attr-defined]
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
-    return float(analysis.total()) / 1e9
-
-
-def torch_activations(model: Any, input_hw: tuple[int, int] = (256, 256)) -> tuple[int, int]:
-    """The NTIRE hook convention: (elements of all ``nn.Conv2d`` outputs, number of Conv2d calls).
-
-    Functional ``F.conv2d`` calls are invisible to these hooks, as in the official harness.
-    """
-    from srdeploy.errors import require
-
-    torch = require("torch", "torch")
-    counts = [0, 0]
-
-    def hook(_m: Any, _i: Any, out: Any) -> None:
-        counts[0] += int(out.numel())
-        counts[1] += 1
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, torch.nn.Conv2d)]  # type: ignore[attr-defined]
-    try:
-        with torch.no_grad():  # type: ignore[attr-defined]
-            model(torch.rand(1, 3, *input_hw))  # type: ignore[attr-defined]
-    finally:
-        for h in handles:
-            h.remove()
-    return counts[0], counts[1]

@@ -10,7 +10,6 @@ so the measurement code times any model the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ import numpy as np
 from srdeploy.errors import ShapeError, SrdeployError
 from srdeploy.tiling import Tiling, tiled_apply
 
+from . import backends
 from .artifact import Artifact, open_artifact
-from .runners import MemoryReport, Runner, make_runner
+from .backends import MemoryReport, Runner
 
 
 @dataclass
@@ -142,38 +142,32 @@ def open_predictor(
     backend: str | None = None,
     options: Any = None,
     scale: float | None = None,
-    plugin_library: str | None = None,
 ) -> tuple[Predictor, Artifact]:
-    """Open an exported artifact (``.onnx``/``.engine``/pair) as a predictor on ``backend``."""
-    art = open_artifact(path)
-    if backend is None:
-        backend = "tensorrt" if "engine" in art.files else "onnxruntime"
-    if "engine" in art.files and backend != "tensorrt":
-        raise SrdeployError(f"{path} is a TensorRT engine; use --backend tensorrt (or give the .onnx file)")
-    if backend == "tensorrt" and "engine" not in art.files:
-        raise SrdeployError("--backend tensorrt runs engine files; build one with sr-export --engine and pass --engine")
-    if backend == "tensorrt" and options is None and plugin_library:
-        from .runners import TrtOptions
+    """Open an exported artifact (``.onnx``/``.engine``/pair) as a predictor on ``backend``.
 
-        options = TrtOptions(plugin_library=plugin_library)
+    ``backend`` ``None``: the registry's default for the artifact's kind. ``options``: the
+    backend's options or a :class:`~srdeploy.runtime.backends.RunOptions`.
+    """
+    art = open_artifact(path)
+    kind = art.kind
+    info = backends.default_backend(kind) if backend is None else backends.backend(backend)
+    backends.check_accepts(info, kind, str(path))
     s = scale if scale is not None else art.scale
     if s is None:
         raise SrdeployError(f"{path} records no scale; give --scale")
+    # the proto is parsed once here and passed to the runners (not re-read from the file)
     if art.graph == "implicit":
-        enc = make_runner(backend, str(art.files["encoder"]), options)
-        dec = make_runner(backend, str(art.files["decoder"]), options)
+        enc = backends.make_runner(info.name, art.proto("encoder"), options)
+        dec = backends.make_runner(info.name, art.proto("decoder"), options)
         return ImplicitPredictor(enc, dec, s), art
     if art.scale is not None and scale is not None and int(scale) != art.scale:
         raise SrdeployError(f"{art.stem} is a x{art.scale} model, --scale {scale} was given; drop --scale")
-    key = "engine" if "engine" in art.files else "sr"
-    return SRPredictor(make_runner(backend, str(art.files[key]), options), int(s)), art
+    model = str(art.files["engine"]) if kind == "engine" else art.proto("sr")
+    return SRPredictor(backends.make_runner(info.name, model, options), int(s)), art
 
 
-def torch_predictor(module: Any, scale: int, device: str = "cpu", cudnn_benchmark: bool = False) -> Predictor:
-    """A predictor over a PyTorch module (the optional ``torch`` backend)."""
-    from .runners import TorchOptions, TorchRunner
-
-    return SRPredictor(TorchRunner(module, TorchOptions(device, cudnn_benchmark)), scale)
-
-
-Predict = Callable[[np.ndarray], np.ndarray]
+def module_predictor(module: Any, scale: int, backend: str = "torch", options: Any = None) -> Predictor:
+    """A predictor over an in-memory model (an ``nn.Module``) on a backend that accepts modules."""
+    info = backends.backend(backend)
+    backends.check_accepts(info, "module", "an in-memory model")
+    return SRPredictor(backends.make_runner(info.name, module, options), scale)

@@ -181,14 +181,12 @@ class Upscaler:
     """The Ray Data actor: opens the artifact once, then upscales one input per row."""
 
     def __init__(self, options: BatchOptions, artifact_sha: str) -> None:
+        from .backends import RunOptions
         from .predict import open_predictor
-        from .runners import OrtOptions
 
         self.options = options
-        ort = OrtOptions(device=options.device, intra_op_threads=options.intra_op_threads)
-        predictor, art = open_predictor(options.artifact, options.backend,
-                                        ort if options.backend == "onnxruntime" else None,
-                                        options.scale, options.plugin_library)
+        run = RunOptions(device=options.device, threads=options.intra_op_threads, plugin_library=options.plugin_library)
+        predictor, art = open_predictor(options.artifact, options.backend, run, options.scale)
         predictor.__enter__()
         self.predictor, self.min_size, self.model = predictor, art.min_size, art.model
         self.fingerprint = options.fingerprint(artifact_sha)

@@ -144,13 +144,11 @@ class UpscaleCore:
     """What one replica does without Ray: open the artifact once, run groups of equal-size images."""
 
     def __init__(self, options: ServeOptions) -> None:
+        from .backends import RunOptions
         from .predict import open_predictor
-        from .runners import OrtOptions
 
-        ort = OrtOptions(device=options.device, intra_op_threads=options.intra_op_threads)
-        predictor, art = open_predictor(options.artifact, options.backend,
-                                        ort if options.backend == "onnxruntime" else None,
-                                        options.scale, options.plugin_library)
+        run = RunOptions(device=options.device, threads=options.intra_op_threads, plugin_library=options.plugin_library)
+        predictor, art = open_predictor(options.artifact, options.backend, run, options.scale)
         predictor.__enter__()
         self.predictor, self.options = predictor, options
         self.info = {"model": art.model, "scale": predictor.scale, "min_size": art.min_size,

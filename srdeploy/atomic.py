@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from srdeploy.errors import SrdeployError
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
@@ -61,3 +63,15 @@ def staged_dir(outdir: str | os.PathLike[str]) -> Iterator[Path]:
             os.replace(item, outdir / item.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def check_outdir(outdir: Path) -> None:
+    """Create ``outdir`` if needed and check it is writable, before any work is done."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SrdeployError(
+            f"cannot create output directory {outdir} ({exc.strerror}); choose another with -o"
+        ) from exc
+    if not os.access(outdir, os.W_OK):
+        raise SrdeployError(f"output directory {outdir} is not writable; choose another with -o")

@@ -1,7 +1,15 @@
 """Error types whose message is one line that says what to do next.
 
 Command-line entry points catch :class:`SrdeployError`, print ``error: <message>`` on stderr and
-exit non-zero; anything else is a bug and keeps its traceback.
+exit with the error's :attr:`~SrdeployError.exit_code`; anything else is a bug and keeps its
+traceback. Exit codes:
+
+* ``2`` (:data:`EXIT_USAGE`, as argparse): the request is wrong: unknown model, bad scale, size,
+  flag combination, input file or checkpoint. Fix the command line.
+* ``1`` (:data:`EXIT_FAILED`): a valid request failed while running: export validation, an
+  ONNX Runtime / TensorRT failure, a NaN output. The message says what to try.
+* ``3`` (:data:`EXIT_MISSING_DEPENDENCY`): an optional dependency is missing; install it.
+* ``130``: interrupted.
 """
 
 from __future__ import annotations
@@ -11,11 +19,15 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_MISSING_DEPENDENCY = 3
+
 
 class SrdeployError(Exception):
     """A user-facing error: the message is one line and names the fix."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class UnknownModelError(SrdeployError, KeyError):
@@ -42,13 +54,19 @@ class ShapeError(SrdeployError, ValueError):
 class MissingDependencyError(SrdeployError, ImportError):
     """An optional dependency is not installed; the message carries the install command."""
 
+    exit_code = EXIT_MISSING_DEPENDENCY
+
 
 class ExportError(SrdeployError):
     """Export or validation failed; nothing was written."""
 
+    exit_code = EXIT_FAILED
+
 
 class BackendError(SrdeployError):
     """A runtime backend failed to load a model or run it."""
+
+    exit_code = EXIT_FAILED
 
 
 F = TypeVar("F", bound=Callable[..., int])

@@ -1,7 +1,8 @@
 """The verified download cache for released checkpoints (urllib only; no PyTorch).
 
-* Cache: ``$SRDEPLOY_CACHE`` (default ``$XDG_CACHE_HOME/srdeploy/weights``, i.e.
-  ``~/.cache/srdeploy/weights``); each file lives at ``<cache>/<entry.relpath>``.
+* Cache: ``weights/`` below the project cache root (``$SRDEPLOY_CACHE``, default
+  ``$XDG_CACHE_HOME/srdeploy``, i.e. ``~/.cache/srdeploy/weights``; see :mod:`srdeploy.cache`); each file lives at
+  ``<cache>/<entry.relpath>``.
 * Mirror: ``$SRDEPLOY_WEIGHTS_MIRROR`` (an ``http(s)://`` or ``file://`` base URL, or a local
   folder) replaces every source URL by ``<mirror>/<entry.relpath>``, the same layout as the cache,
   so a copied cache folder is a valid mirror.
@@ -17,7 +18,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import json
 import os
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from srdeploy.atomic import atomic_write_text
+from srdeploy.cache import cache_dir, sha256_file
 from srdeploy.errors import CheckpointError
 
 from .manifest import WeightEntry
@@ -61,23 +62,12 @@ class WeightsIntegrityError(CheckpointError):
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("SRDEPLOY_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "srdeploy" / "weights"
+    """``weights/`` of the project cache (:func:`srdeploy.cache.cache_dir`)."""
+    return cache_dir("weights")
 
 
 def env_offline() -> bool:
     return os.environ.get("SRDEPLOY_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _mirror_base(mirror: str) -> str:

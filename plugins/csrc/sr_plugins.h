@@ -1,4 +1,6 @@
-// TensorRT IPluginV3 plugins of srdeploy: SRWindowAttention and CiaoSRLocalEnsemble (version "1").
+// TensorRT IPluginV3 plugins of srdeploy: SRWindowAttention and CiaoSRLocalEnsemble.
+// Each plugin has its own version constant; tests/plugins/test_reference_emulation.py checks that
+// names and versions equal plugins/<Op>.json (the spec).
 //
 // Written against the API common to TensorRT 10.3 (JetPack 6.1/6.2) and 11.x: IPluginV3 with
 // the IPluginV3One{Core,Build,Runtime} capabilities and IPluginCreatorV3One creators only.
@@ -17,7 +19,8 @@ namespace srdeploy
 
 constexpr char const* kWindowAttentionName = "SRWindowAttention";
 constexpr char const* kLocalEnsembleName = "CiaoSRLocalEnsemble";
-constexpr char const* kPluginVersion = "1";
+constexpr char const* kWindowAttentionVersion = "1";
+constexpr char const* kLocalEnsembleVersion = "1";
 constexpr char const* kPluginNamespace = "";
 
 //! Route plugin errors to TensorRT's logger (set by setLoggerFinder) or to stderr.
@@ -43,10 +46,6 @@ class PluginBase : public nvinfer1::IPluginV3,
 {
 public:
     nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    char const* getPluginVersion() const noexcept override
-    {
-        return kPluginVersion;
-    }
     char const* getPluginNamespace() const noexcept override
     {
         return kPluginNamespace;
@@ -70,6 +69,10 @@ public:
     char const* getPluginName() const noexcept override
     {
         return kWindowAttentionName;
+    }
+    char const* getPluginVersion() const noexcept override
+    {
+        return kWindowAttentionVersion;
     }
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
@@ -112,6 +115,10 @@ public:
     {
         return kLocalEnsembleName;
     }
+    char const* getPluginVersion() const noexcept override
+    {
+        return kLocalEnsembleVersion;
+    }
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
@@ -148,7 +155,7 @@ public:
     }
     char const* getPluginVersion() const noexcept override
     {
-        return kPluginVersion;
+        return kWindowAttentionVersion;
     }
     char const* getPluginNamespace() const noexcept override
     {
@@ -175,7 +182,7 @@ public:
     }
     char const* getPluginVersion() const noexcept override
     {
-        return kPluginVersion;
+        return kLocalEnsembleVersion;
     }
     char const* getPluginNamespace() const noexcept override
     {

@@ -16,12 +16,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from srdeploy.errors import cli_errors
+from srdeploy.errors import MissingDependencyError, cli_errors
 from srdeploy.sizes import parse_size
 
 
 def build_parser() -> argparse.ArgumentParser:
     from srdeploy.cli.upscale import add_tiling_args
+    from srdeploy.runtime import backends
 
     p = argparse.ArgumentParser(prog="sr-bench", description=__doc__.split("\n\n")[0])
     src = p.add_argument_group("model (one of)")
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--scale", type=int, help="scale (needed with --model; read from the artifact otherwise)")
     src.add_argument("--plugin-library", help="TensorRT plugin library to load for --engine")
     run = p.add_argument_group("backend")
-    run.add_argument("--backend", choices=["onnxruntime", "tensorrt", "torch"], help="default: by input kind")
+    run.add_argument("--backend", choices=backends.names(), help="default: by input kind")
     run.add_argument("--device", default="cpu", help="cpu | cuda | tensorrt (ONNX Runtime provider) | cuda:N (torch)")
     run.add_argument("--precision", choices=["fp32", "fp16"], help="export precision for --model; checked otherwise")
     run.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
@@ -76,7 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         name=args.name, plugin_library=args.plugin_library, ssim=args.ssim, progress=not args.no_progress,
         outdir=args.output, export_dir=args.export_dir, data_from_image=args.data_from_image, report=args.report,
     )
-    results = run_bench(cfg)
+    if cfg.model:  # a registered model: resolved on the torch side, which then calls run_bench
+        try:
+            from srdeploy.export.bench_source import run_bench_model
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"--model needs the exporter and PyTorch ({exc}); pip install 'srdeploy[export]', or pass --onnx FILE"
+            ) from exc
+        results = run_bench_model(cfg)
+    else:
+        results = run_bench(cfg)
     for key, entry in results.items():
         ours = entry["srdeploy"]
         print(f"{key}: mode={ours['mode']} runtime={ours['ave_runtime']:.3f} ms ({ours['clock']})")

@@ -56,19 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-shape", type=parse_size, default=None, help="TensorRT profile minimum")
     g.add_argument("--opt-shape", type=parse_size, default=None, help="TensorRT profile optimum")
     g.add_argument("--max-shape", type=parse_size, default=None, help="TensorRT profile maximum")
-    g.add_argument("--max-batch", type=int, default=1, help="TensorRT profile maximum batch (default 1)")
+    g.add_argument("--max-batch", type=int, default=None, help="TensorRT profile maximum batch (default 1)")
     e = p.add_argument_group("export")
-    e.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    e.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
-                   help="torch.onnx exporter (auto: dynamo, falling back to TorchScript)")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    e.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default=None,
+                   help="torch.onnx exporter (auto, the default: TorchScript first, then dynamo, then "
+                        "torch.onnx's lenient dynamo retries)")
     e.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime validation")
     e.add_argument("--validation-image", default=None, help="validate on crops of this image (default: seeded)")
     e.add_argument("--plugins", action="store_true",
                    help="emit TensorRT plugin nodes (SRWindowAttention, CiaoSRLocalEnsemble) where the model has them")
     t = p.add_argument_group("TensorRT")
     t.add_argument("--engine", action="store_true", help="also build STEM.engine (needs TensorRT)")
-    t.add_argument("--workspace", type=int, default=4096, help="builder workspace limit in MiB (default 4096)")
-    t.add_argument("--opt-level", type=int, default=3, help="builder optimisation level 0-5 (default 3)")
+    t.add_argument("--workspace", type=int, default=None, help="builder workspace limit in MiB (default 4096)")
+    t.add_argument("--opt-level", type=int, default=None, help="builder optimisation level 0-5 (default 3)")
     t.add_argument("--cache-dir", default=None, help="engine cache (default: $SRDEPLOY_CACHE/engines)")
     t.add_argument("--triton-repo", default=None, metavar="DIR",
                    help="also write a Triton model repository (config.pbtxt + model) into DIR (export/triton.py)")
@@ -81,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from srdeploy import models
         from srdeploy.export.api import export_model
+        from srdeploy.export.config import ExportConfig
     except ImportError as exc:
         raise SrdeployError(f"sr-export needs PyTorch and ONNX ({exc}); pip install 'srdeploy[export]'") from exc
     desc = models.descriptor(args.model)
@@ -89,29 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not desc.scales:
             raise SrdeployError(f"{args.model} works at any scale; give --scale")
         scale = max(desc.scales)
-    result = export_model(
-        args.model,
-        scale,
-        args.outdir,
-        weights=args.weights,
-        fp16=args.fp16,
-        fp16_io=args.fp16_io,
-        opset=args.opset,
-        static=args.static,
-        min_shape=args.min_shape,
-        opt_shape=args.opt_shape,
-        max_shape=args.max_shape,
-        max_batch=args.max_batch,
-        run_validation=not args.no_validate,
-        engine=args.engine,
-        plugins=args.plugins,
-        options=dict(args.option),
-        exporter=args.exporter,
-        validation_image=args.validation_image,
-        cache_dir=args.cache_dir,
-        workspace_mib=args.workspace,
-        opt_level=args.opt_level,
+    # None = not given: ExportConfig holds the defaults, the CLI does not repeat them
+    config = ExportConfig.of(
+        model=args.model, scale=scale, outdir=args.outdir, weights=args.weights, fp16=args.fp16,
+        fp16_io=args.fp16_io, opset=args.opset, static=args.static, min_shape=args.min_shape,
+        opt_shape=args.opt_shape, max_shape=args.max_shape, max_batch=args.max_batch,
+        run_validation=not args.no_validate, engine=args.engine, plugins=args.plugins, options=dict(args.option),
+        exporter=args.exporter, validation_image=args.validation_image, cache_dir=args.cache_dir,
+        workspace_mib=args.workspace, opt_level=args.opt_level,
     )
+    result = export_model(config)
     m = result.manifest
     val = m["validation"]
     if val.get("skipped"):
@@ -125,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if m["fp16"]:
         f = m["fp16"]
-        print(f"fp16: {f['fp16_mac_fraction']:.1%} of Conv/MatMul MACs in fp16, {f['num_islands']} fp32 islands",
+        print(f"fp16: {f['fp16_mac_fraction']:.1%} of the MACs in fp16, {f['num_islands']} fp32 islands",
               file=sys.stderr)
     if args.triton_repo:  # issue 18
         from srdeploy.export.triton import write_triton_repo

@@ -81,7 +81,7 @@ def _ray(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
     if tiling is not None and tiling.tile < art.min_size:
         raise SrdeployError(f"--tile {tiling.tile} is below {art.model}'s minimum input size {art.min_size}")
     _check_outdir(outdir)
-    backend = "tensorrt" if args.engine else "onnxruntime"
+    backend = getattr(args, "backend", None) or ("tensorrt" if args.engine else "onnxruntime")
     gpus = args.ray_gpus_per_actor
     if gpus is None:
         gpus = 1.0 if backend == "tensorrt" or args.device in ("cuda", "tensorrt") else 0.0

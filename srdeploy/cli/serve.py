@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = args.onnx or args.engine
     art = open_artifact(path)  # a missing or corrupt artifact fails before Ray starts
     tiling = resolve_tiling(args, art.default_tiling)
-    backend = "tensorrt" if args.engine else "onnxruntime"
+    backend = getattr(args, "backend", None) or ("tensorrt" if args.engine else "onnxruntime")
     gpus = args.gpus_per_replica
     if gpus is None:
         gpus = 1.0 if backend == "tensorrt" or args.device in ("cuda", "tensorrt") else 0.0

@@ -16,13 +16,13 @@ error or Ctrl-C leaves no half-written file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from srdeploy.atomic import check_outdir
 from srdeploy.cli.scaleout import add_scaleout_args, run_scaleout, wants_scaleout
 from srdeploy.errors import ShapeError, SrdeployError, cli_errors
 from srdeploy.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--onnx", help="exported .onnx (or STEM.encoder.onnx), run torch-free with ONNX Runtime")
     src.add_argument("--engine", help="TensorRT engine file, run torch-free")
     p.add_argument("--scale", type=int, default=None, help="upscaling factor (read from --onnx/--engine artifacts)")
+    p.add_argument("--backend", choices=_artifact_backends(), default=None,
+                   help="--onnx/--engine: the backend (default: the registry's for the artifact kind)")
     p.add_argument("--device", default="cpu", help="--onnx: ONNX Runtime provider cpu | cuda | tensorrt")
     p.add_argument("--plugin-library", default=None, help="--engine: TensorRT plugin library to load")
     p.add_argument("--weights", default=None, help="checkpoint file, manifest name, or 'official'")
@@ -123,22 +125,18 @@ def resolve_plan(args: argparse.Namespace, default: Tiling | None, **auto: objec
     return TilePlan("auto", None, overlap, blend, default.tile if default else None, **auto)  # type: ignore[arg-type]
 
 
+def _artifact_backends() -> list[str]:
+    """Backends that run exported files (the registry of srdeploy.runtime.backends)."""
+    from srdeploy.runtime.backends import backends
+
+    return [name for name, b in backends().items() if {"onnx", "engine"} & set(b.accepts)]
+
+
 def _check_inputs(inputs: Sequence[str]) -> list[Path]:
     """Files, folders, globs and list files -> image files (srdeploy.inputs)."""
     paths = expand_inputs(inputs)
     check_unique_stems(paths)
     return paths
-
-
-def _check_outdir(outdir: Path) -> None:
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SrdeployError(
-            f"cannot create output directory {outdir} ({exc.strerror}); choose another with -o"
-        ) from exc
-    if not os.access(outdir, os.W_OK):
-        raise SrdeployError(f"output directory {outdir} is not writable; choose another with -o")
 
 
 def upscale_files(
@@ -225,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SrdeployError(f"--tile {tiling.tile} is below {args.model}'s minimum input size {desc.min_size}")
     model = models.build(args.model, args.scale, args.weights)
     outdir = Path(args.output)
-    _check_outdir(outdir)
+    check_outdir(outdir)
     predict = torch_predict(model)
     # sizes: inputs below the minimum are padded (--pad) and cropped back (srdeploy.tiling.padded)
     rule = SizeRule(desc.min_size, desc.min_size)
@@ -239,17 +237,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main_runtime(args: argparse.Namespace, inputs: list[Path]) -> int:
     """``--onnx``/``--engine``: torch-free, through srdeploy.runtime's runners and the artifact's tiling."""
+    from srdeploy.runtime.backends import RunOptions
     from srdeploy.runtime.predict import open_predictor
-    from srdeploy.runtime.runners import OrtOptions
 
-    backend = "tensorrt" if args.engine else "onnxruntime"
-    options = OrtOptions(device=args.device) if backend == "onnxruntime" else None
-    predictor, art = open_predictor(args.onnx or args.engine, backend, options, args.scale, args.plugin_library)
+    options = RunOptions(device=args.device, plugin_library=args.plugin_library)
+    predictor, art = open_predictor(args.onnx or args.engine, args.backend, options, args.scale)
     tiling = resolve_tiling(args, art.default_tiling)
     if tiling is not None and tiling.tile < art.min_size:
         raise SrdeployError(f"--tile {tiling.tile} is below {art.model}'s minimum input size {art.min_size}")
     outdir = Path(args.output)
-    _check_outdir(outdir)
+    check_outdir(outdir)
+    from srdeploy.runtime import backends
+
+    backend = args.backend or backends.default_backend(art.kind).name
     with predictor:
         rule, plan = runtime_plan(args, predictor, art, backend)
         written = upscale_files(predictor, predictor.scale, inputs, outdir, plan, args.alpha, args.max_pixels,

@@ -101,12 +101,11 @@ def _predictor(args: argparse.Namespace) -> Iterator[tuple[Predict, int, Tiling 
     from srdeploy.cli.upscale import min_size_guard, resolve_tiling, torch_predict
 
     if args.onnx or args.engine:
+        from srdeploy.runtime.backends import RunOptions
         from srdeploy.runtime.predict import open_predictor
-        from srdeploy.runtime.runners import OrtOptions
 
-        backend = "tensorrt" if args.engine else "onnxruntime"
-        options = OrtOptions(device=args.device) if backend == "onnxruntime" else None
-        predictor, art = open_predictor(args.onnx or args.engine, backend, options, args.scale, args.plugin_library)
+        options = RunOptions(device=args.device, plugin_library=args.plugin_library)
+        predictor, art = open_predictor(args.onnx or args.engine, getattr(args, "backend", None), options, args.scale)
         tiling = resolve_tiling(args, art.default_tiling)
         if tiling is not None and tiling.tile < art.min_size:
             raise SrdeployError(f"--tile {tiling.tile} is below {art.model}'s minimum input size {art.min_size}")

@@ -24,7 +24,7 @@ from srdeploy.weights.manifest import WeightEntry
 
 def _store_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cache and network")
-    g.add_argument("--cache", default=None, help="cache folder (default: $SRDEPLOY_CACHE or ~/.cache/srdeploy/weights)")
+    g.add_argument("--cache", default=None, help="weights cache folder (default: $SRDEPLOY_CACHE/weights)")
     g.add_argument(
         "--mirror", default=None, help="base URL or folder laid out like the cache ($SRDEPLOY_WEIGHTS_MIRROR)"
     )

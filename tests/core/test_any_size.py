@@ -430,8 +430,8 @@ class _OomSession:
 
 def _ort_predictor(tmp_path: Path, max_pixels: int):  # type: ignore[no-untyped-def]
     pytest.importorskip("onnxruntime")
+    from srdeploy.runtime.backends.onnxruntime import OrtRunner
     from srdeploy.runtime.predict import SRPredictor
-    from srdeploy.runtime.runners import OrtRunner
 
     runner = OrtRunner(str(conv_d2s_onnx(tmp_path / "m.onnx")))
     runner.activate()

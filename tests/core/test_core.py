@@ -159,3 +159,30 @@ def test_staged_dir_is_all_or_nothing(tmp_path) -> None:
         (stage / "a.onnx").write_bytes(b"x")
         (stage / "a.json").write_text("{}")
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.onnx"]
+
+
+def test_cli_exit_codes_tell_usage_from_failure(capsys) -> None:
+    from srdeploy.errors import (
+        EXIT_FAILED,
+        EXIT_MISSING_DEPENDENCY,
+        EXIT_USAGE,
+        BackendError,
+        ExportError,
+        MissingDependencyError,
+        ShapeError,
+        cli_errors,
+    )
+
+    def raising(exc: Exception):
+        @cli_errors
+        def main() -> int:
+            raise exc
+
+        return main
+
+    assert len({EXIT_FAILED, EXIT_USAGE, EXIT_MISSING_DEPENDENCY, 0}) == 4
+    assert raising(ShapeError("bad size; use 16x16"))() == EXIT_USAGE == 2  # argparse's usage code
+    assert raising(ExportError("validation failed"))() == EXIT_FAILED
+    assert raising(BackendError("ONNX Runtime failed"))() == EXIT_FAILED
+    assert raising(MissingDependencyError("pip install x"))() == EXIT_MISSING_DEPENDENCY
+    assert capsys.readouterr().err.count("error: ") == 4

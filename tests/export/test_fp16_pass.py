@@ -118,3 +118,37 @@ def test_extra_islands_and_unknown_ops() -> None:
     _, report, _ = fp16.convert(m, {"lr": x}, extra_islands={"conv2": "precision: test"})
     assert {i.node: i.reason for i in report.islands}["conv2"] == "precision: test"
     assert report.fp16_mac_fraction == pytest.approx(8 * 27 / (8 * 27 + 3 * 72))
+
+
+def test_plugin_graph_fp16_macs_agree_with_graph_stats() -> None:
+    """The fp16 pass runs plugin graphs (sessions come from srdeploy.onnxlayer, plugin-aware) and
+    counts MACs by the same rule as graph_stats, plugin nodes included (they stay fp32 islands)."""
+    pytest.importorskip("onnxruntime_extensions", reason="plugin reference ops need onnxruntime-extensions")
+    from srdeploy.plugins.registry import np_local_ensemble
+    from srdeploy.runtime.graphstats import graph_stats
+
+    from srdeploy import onnxlayer
+
+    q_n, c1, c2 = 16, 8, 5
+    w = (RNG.standard_normal((c1, c1)) / 3).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["q", "w"], ["q2"], name="proj"),
+        helper.make_node("CiaoSRLocalEnsemble", ["q2", "k", "v"], ["e"], domain="trt.plugins", name="ens",
+                         plugin_version="1", plugin_namespace=""),
+    ]
+    shapes = {"q": (q_n, c1), "k": (q_n, 4, c1), "v": (q_n, 4, c2)}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(s)) for k, s in shapes.items()],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [q_n, c2])], [numpy_helper.from_array(w, "w")],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("trt.plugins", 1)])
+    m.ir_version = 10
+    feed = {k: RNG.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    converted, report, _ = fp16.convert(m, feed)
+    stats = graph_stats(m, shapes, observe=False)
+    assert report.macs_total == stats.macs == q_n * c1 * c1 + q_n * 4 * c1 + q_n * 4 * c2
+    assert report.macs_fp16 == q_n * c1 * c1  # the MatMul; the plugin node is an fp32 island
+    assert {i.node: i.reason for i in report.islands}["ens"].startswith("no ONNX schema")
+    out = onnxlayer.session(converted).run(None, feed)[0]
+    ref = np_local_ensemble(feed["q"] @ w, feed["k"], feed["v"])
+    assert compare(out, ref).max_rel_err <= 2e-3  # fp16 MatMul feeding an fp32 plugin

@@ -163,7 +163,7 @@ def test_position_bias_is_query_minus_key() -> None:
 
 def test_bias_convention_matches_contract_window_attention() -> None:
     """Our map applied to v equals the shared core's ``bias_index="q-k"`` (contract A)."""
-    attention = pytest.importorskip("srdeploy.models.attention", reason="models/attention.py (ESC owner) absent")
+    from srdeploy.models import attention
     torch.manual_seed(1)
     attn = SpatialAttention(12, 8, computes_map=True).double()
     x = torch.randn(2, 64, 12, dtype=torch.float64)

@@ -100,3 +100,43 @@ def test_nan_weights_are_corrupt(sd) -> None:
     sd["c1.weight"][0, 0, 0, 0] = float("nan")
     with pytest.raises(CheckpointError, match="NaN"):
         load_into(TinyLocalSR(2), sd, "tiny x2", "ck.pth")
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda s: {"params-ema": s},
+        lambda s: {f"netG.{k}": v for k, v in s.items()},
+        lambda s: {"params_ema": {f"module.{k}": v for k, v in s.items()}},
+    ],
+    ids=["params-ema", "netG-prefix", "ema-module"],
+)
+def test_more_wrappers(tmp_path, sd, wrap) -> None:
+    p = tmp_path / "ck.pth"
+    torch.save(wrap(sd), p)
+    _check(p, sd)
+
+
+def test_prefix_stripped_only_when_every_key_has_it(tmp_path, sd) -> None:
+    # module.c1.weight next to c1.weight: stripping per key would collapse them into one
+    first = next(iter(sd))
+    mixed = {f"module.{k}" if k == first else k: v for k, v in sd.items()}
+    mixed[first] = torch.zeros_like(sd[first])
+    p = tmp_path / "mixed.pth"
+    torch.save(mixed, p)
+    state = read_checkpoint(p)
+    assert set(state) == set(mixed)  # nothing stripped, nothing lost
+    with pytest.raises(CheckpointError, match="module"):
+        load_into(TinyLocalSR(2, seed=0), state, "tiny x2", str(p))
+
+
+def test_declared_wrapper_is_honoured(tmp_path, sd) -> None:
+    p = tmp_path / "ck.pth"
+    torch.save({"params": {k: v * 0 for k, v in sd.items()}, "params_ema": sd}, p)
+    got = read_checkpoint(p, wrapper="params")  # declared: params, although params_ema exists
+    assert all(torch.equal(got[k], sd[k] * 0) for k in sd)
+    with pytest.raises(CheckpointError, match="declares wrapper 'mmcv-generator'"):
+        read_checkpoint(p, wrapper="mmcv-generator")
+    torch.save(sd, p)
+    with pytest.raises(CheckpointError, match="declares wrapper 'params_ema'"):
+        read_checkpoint(p, wrapper="params_ema")

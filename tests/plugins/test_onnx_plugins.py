@@ -17,7 +17,6 @@ import pytest
 import torch
 from srdeploy.plugins import LOCAL_ENSEMBLE, PLUGIN_DOMAIN, WINDOW_ATTENTION, apply_plugins, ort_session
 from srdeploy.plugins.ort import cast_wrap_plugins, plugin_nodes, run_isolated
-from srdeploy.plugins.reference import local_ensemble_ref, window_attention_ref
 from torch import nn
 
 pytest.importorskip("onnxruntime_extensions", reason="onnxruntime-extensions (PyOp) is not installed")
@@ -35,30 +34,16 @@ def _export(model: nn.Module, args: tuple, path: Path, names: tuple[list[str], l
     return onnx.load(str(path))
 
 
-def window_attention(q, k, v, bias_table, *, window, bias_index="k-q", scale=None):
-    """Stand-in with contract A's name, used when models/attention.py is absent."""
-    return window_attention_ref(q, k, v, bias_table, window=window, bias_index=bias_index, scale=scale)
-
-
-def local_ensemble(query, keys, values):
-    """Stand-in with contract B's name, used when models/ciaosr.py is absent."""
-    return local_ensemble_ref(query, keys, values)
-
-
 def _contract_a() -> object:
-    try:
-        from srdeploy.models.attention import window_attention as fn
-    except ModuleNotFoundError:
-        return window_attention
-    return fn
+    from srdeploy.models.attention import window_attention
+
+    return window_attention
 
 
 def _contract_b() -> object:
-    try:
-        from srdeploy.models.ciaosr import local_ensemble as fn
-    except ModuleNotFoundError:
-        return local_ensemble
-    return fn
+    from srdeploy.models.ciaosr import local_ensemble
+
+    return local_ensemble
 
 
 class TinyWindowAttention(nn.Module):
@@ -228,8 +213,9 @@ def test_ciaosr_decoder_plugin_graph_equals_portable_graph(tmp_path: Path) -> No
     models = pytest.importorskip("srdeploy.models")
     if "ciaosr" not in models.list_models():
         pytest.skip("models/ciaosr.py (ciaosr) is not registered")
-    implicit = pytest.importorskip("srdeploy.implicit", reason="srdeploy/implicit.py (contract C helpers) absent")
     from srdeploy.models._testing import seeded_input, seeded_state_dict
+
+    from srdeploy import implicit
 
     model = models.build("ciaosr", 2).eval()
     model.load_state_dict(seeded_state_dict(model.state_dict(), 0))

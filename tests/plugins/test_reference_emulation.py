@@ -59,7 +59,7 @@ def test_reference_matches_an_explicit_loop() -> None:
 
 @pytest.mark.parametrize("convention", ["k-q", "q-k"])
 def test_reference_matches_models_contract_a(convention: str) -> None:
-    attention = pytest.importorskip("srdeploy.models.attention", reason="models/attention.py (contract A) absent")
+    from srdeploy.models import attention
     q, k, v, table = _inputs(3, 2, 8, 16, seed=2)
     ours = window_attention_ref(q, k, v, table, window=8, bias_index=convention)
     theirs = attention.window_attention(q, k, v, table, window=8, bias_index=convention)
@@ -67,7 +67,7 @@ def test_reference_matches_models_contract_a(convention: str) -> None:
 
 
 def test_local_ensemble_reference_matches_models_contract_b() -> None:
-    ciaosr = pytest.importorskip("srdeploy.models.ciaosr", reason="models/ciaosr.py (contract B) absent")
+    from srdeploy.models import ciaosr
     g = torch.Generator().manual_seed(3)
     query, keys, values = torch.randn(9, 20, generator=g), torch.randn(9, 4, 20, generator=g), torch.randn(9, 4, 7)
     theirs = ciaosr.local_ensemble(query, keys, values).numpy()
@@ -174,3 +174,19 @@ def test_fp16_kernel_lane_level_replay(window: int, d: int, convention: str, win
     assert _rel(lanes, ref) <= load_spec(WINDOW_ATTENTION).max_rel("emulation_vs_reference_float16")
     tiled = emulate_window_attention(qn, kn, vn, tn, window=window, bias_index=convention, scale=0.3)
     assert _rel(lanes, tiled) <= 2e-3  # the two replays agree up to fp16 output rounding
+
+
+def test_cpp_names_and_versions_follow_the_specs() -> None:
+    """Each plugin's C++ name and version constant equal its spec (plugins/<Op>.json)."""
+    from pathlib import Path
+
+    from srdeploy.plugins.registry import PLUGINS
+
+    header = (Path(build.__file__).parent / "csrc" / "sr_plugins.h").read_text()
+    consts = dict(re.findall(r'constexpr char const\* (k\w+) = "([^"]*)";', header))
+    cpp = {"SRWindowAttention": "kWindowAttention", "CiaoSRLocalEnsemble": "kLocalEnsemble"}
+    assert set(cpp) == set(PLUGINS)
+    for op, prefix in cpp.items():
+        spec = load_spec(op)
+        assert consts[f"{prefix}Name"] == spec.op_type
+        assert consts[f"{prefix}Version"] == spec.plugin_version

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
+
+from srdeploy.records import ArtifactRecord
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,9 +44,8 @@ def tiny_sr_model(scale: int = 2, channels: int = 8, static: tuple[int, int] | N
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"srdeploy.model": "tiny", "srdeploy.scale": str(scale), "srdeploy.precision": "fp32",
-            "srdeploy.weights_sha256": "", "srdeploy.graph": "sr",
-            "srdeploy.descriptor": json.dumps({"min_size": 1, "default_tiling": None})}
+    # the exporter's own record class, so a schema change breaks these fixtures, not a report
+    meta = ArtifactRecord("tiny", scale, descriptor={"min_size": 1, "default_tiling": None}).to_metadata()
     meta.update(metadata or {})
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
@@ -126,8 +126,7 @@ def implicit_pair(folder: Path, stem: str = "fake_ciao", d: int = 2) -> Path:
     for role, g in (("encoder", enc), ("decoder", dec)):
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
         m.ir_version = 9
-        for k, v in {"srdeploy.model": "fake_ciao", "srdeploy.scale": "4", "srdeploy.graph": role,
-                     "srdeploy.weights_sha256": ""}.items():
+        for k, v in ArtifactRecord("fake_ciao", 4, graph=role).to_metadata().items():
             m.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(m)
         onnx.save(m, str(folder / f"{stem}.{role}.onnx"))

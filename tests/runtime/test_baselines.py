@@ -19,7 +19,7 @@ def test_params_and_fvcore_flops_match_the_organisers(name: str) -> None:
     params, gmacs = PUBLISHED[name]
     assert sum(p.numel() for p in m.parameters()) / 1e6 == pytest.approx(params, abs=0.0005)
     pytest.importorskip("fvcore")
-    from srdeploy.runtime.graphstats import fvcore_gmacs
+    from srdeploy.export.torch_stats import fvcore_gmacs
 
     assert fvcore_gmacs(m, (256, 256)) == pytest.approx(gmacs, abs=0.005)
 

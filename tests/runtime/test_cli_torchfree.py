@@ -26,7 +26,9 @@ def _cli(module: str, *args: str) -> list[str]:
 
 def test_runtime_imports_without_torch(tmp_path: Path) -> None:
     code = ("import sys\n"
-            "import srdeploy.runtime.runners, srdeploy.runtime.measure, srdeploy.runtime.report, "
+            "import srdeploy.runtime.backends, srdeploy.runtime.backends.onnxruntime, "
+            "srdeploy.runtime.backends.tensorrt, srdeploy.runtime.backends.torch, srdeploy.runtime.measure, "
+            "srdeploy.runtime.report, srdeploy.onnxlayer, srdeploy.cache, srdeploy.plugins.registry, "
             "srdeploy.runtime.graphstats, srdeploy.runtime.predict, srdeploy.runtime.bench, srdeploy.cli.bench, "
             "srdeploy.cli.report, srdeploy.cli.upscale\n"
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('srdeploy.models', 'srdeploy.export'))]\n"
@@ -194,7 +196,7 @@ def test_help_lists_options() -> None:
 def test_upscale_onnx_without_torch(tmp_path: Path, data_dir: Path) -> None:
     import numpy as np
     from PIL import Image
-    from srdeploy.runtime.runners import OrtRunner
+    from srdeploy.runtime.backends.onnxruntime import OrtRunner
 
     onnx_path = save_tiny(tmp_path, 2)
     src = tmp_path / "in.png"

@@ -124,7 +124,7 @@ def _export(module, shape, path, dynamic=True):
 def test_agrees_with_fvcore_on_plugin_free_graphs(name: str, tmp_path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("fvcore")
-    from srdeploy.runtime.graphstats import fvcore_gmacs
+    from srdeploy.export.torch_stats import fvcore_gmacs
 
     from srdeploy import models
 
@@ -134,7 +134,7 @@ def test_agrees_with_fvcore_on_plugin_free_graphs(name: str, tmp_path) -> None:
     assert abs(s.macs_fvcore_convention / 1e9 - ref) / ref < 0.01
     assert abs(s.gmacs - ref) / ref < 0.01
     # no functional convolutions in these baselines: the NTIRE hooks see every Conv node
-    from srdeploy.runtime.graphstats import torch_activations
+    from srdeploy.export.torch_stats import torch_activations
 
     assert torch_activations(m, (256, 256)) == (s.activations, s.num_conv)
 

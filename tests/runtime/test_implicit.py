@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rt_helpers import implicit_pair, make_dataset, run_without_torch
+from srdeploy.runtime.backends.onnxruntime import OrtOptions
 from srdeploy.runtime.predict import ImplicitPredictor, open_predictor
-from srdeploy.runtime.runners import OrtOptions
 
 from srdeploy.errors import SrdeployError
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rt_helpers import make_dataset
+from srdeploy.runtime.backends import MemoryReport
 from srdeploy.runtime.measure import build_results, load_sets, measure, results_txt, synthetic_set
 from srdeploy.runtime.predict import Predictor
-from srdeploy.runtime.runners import MemoryReport
 
 from srdeploy.errors import SrdeployError
 from srdeploy.tiling import Tiling

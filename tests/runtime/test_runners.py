@@ -7,8 +7,10 @@ import importlib.util
 import numpy as np
 import pytest
 from rt_helpers import save_tiny
+from srdeploy.runtime.backends import backends, make_runner
+from srdeploy.runtime.backends.onnxruntime import OrtOptions, OrtRunner
+from srdeploy.runtime.backends.tensorrt import TrtRunner
 from srdeploy.runtime.predict import SRPredictor, open_predictor
-from srdeploy.runtime.runners import RUNNERS, OrtOptions, OrtRunner, TrtRunner, make_runner
 
 from srdeploy.errors import BackendError, MissingDependencyError, ShapeError, SrdeployError
 
@@ -76,7 +78,7 @@ def test_gpu_provider_missing_gives_install_hint(tmp_path) -> None:
 def test_tensorrt_engine_errors(tmp_path) -> None:
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\x00" * 64)
-    if not RUNNERS["tensorrt"].is_available() or importlib.util.find_spec("cuda") is None:
+    if not backends()["tensorrt"].is_available() or importlib.util.find_spec("cuda") is None:
         # no TensorRT bindings or no cuda-python: the runner must say what to install
         with pytest.raises(MissingDependencyError, match="install"), TrtRunner(engine):
             pass
@@ -109,8 +111,11 @@ def test_predictor_and_artifact(tmp_path) -> None:
 
 
 def test_registry_lists_backends() -> None:
-    assert set(RUNNERS) == {"onnxruntime", "tensorrt", "torch"}
-    assert RUNNERS["onnxruntime"].is_available()
+    reg = backends()
+    assert set(reg) == {"onnxruntime", "tensorrt", "torch"}
+    assert reg["onnxruntime"].is_available()
+    assert {name: b.accepts for name, b in reg.items()} == {
+        "onnxruntime": ("onnx",), "tensorrt": ("engine",), "torch": ("module",)}
 
 
 def test_engine_artifact_reads_the_onnx_beside_it(tmp_path) -> None:

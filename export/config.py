@@ -1,0 +1,83 @@
+"""``ExportConfig``: everything ``sr-export`` / :func:`~srdeploy.export.api.export_model` is asked to do.
+
+Frozen; ``None`` (or the field default) means the library default, so the CLI passes only what the
+user gave and never repeats a default. Sizes are typed (:class:`~srdeploy.sizes.Size`) and
+strings are parsed once, here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, Literal
+
+from srdeploy.errors import SrdeployError
+from srdeploy.sizes import Size, parse_size
+
+Exporter = Literal["auto", "dynamo", "torchscript"]
+
+DEFAULT_OPSET = 18
+DEFAULT_WORKSPACE_MIB = 4096
+DEFAULT_OPT_LEVEL = 3
+
+
+def _size(v: Size | str | None) -> Size | None:
+    return v if v is None or isinstance(v, Size) else parse_size(v)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str
+    scale: int
+    outdir: str | os.PathLike[str] = "."
+    weights: str | os.PathLike[str] | None = None  # None: seeded random weights
+    fp16: bool = False
+    fp16_io: bool = False
+    opset: int | None = None  # None: DEFAULT_OPSET
+    static: Size | None = None
+    min_shape: Size | None = None
+    opt_shape: Size | None = None
+    max_shape: Size | None = None
+    max_batch: int = 1
+    run_validation: bool = True
+    engine: bool = False
+    plugins: bool = False
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    exporter: Exporter = "auto"
+    validation_image: str | os.PathLike[str] | None = None
+    seed: int = 0
+    cache_dir: str | os.PathLike[str] | None = None  # None: $SRDEPLOY_CACHE/engines
+    workspace_mib: int | None = None  # None: DEFAULT_WORKSPACE_MIB
+    opt_level: int | None = None  # None: DEFAULT_OPT_LEVEL
+
+    def __post_init__(self) -> None:
+        for name in ("static", "min_shape", "opt_shape", "max_shape"):
+            object.__setattr__(self, name, _size(getattr(self, name)))
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options or {})))
+        if self.fp16_io and not self.fp16:
+            raise SrdeployError("--fp16-io needs --fp16")
+        if self.max_batch < 1:
+            raise SrdeployError("--max-batch must be >= 1")
+
+    @classmethod
+    def of(cls, **given: Any) -> ExportConfig:
+        """A config from keyword arguments where ``None`` means "not given" (the CLI's namespace)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise TypeError(f"unknown export setting(s) {unknown}")
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
+    @property
+    def opset_or_default(self) -> int:
+        return self.opset if self.opset is not None else DEFAULT_OPSET
+
+    @property
+    def workspace(self) -> int:
+        return self.workspace_mib if self.workspace_mib is not None else DEFAULT_WORKSPACE_MIB
+
+    @property
+    def level(self) -> int:
+        return self.opt_level if self.opt_level is not None else DEFAULT_OPT_LEVEL

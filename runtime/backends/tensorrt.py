@@ -1,0 +1,185 @@
+"""TensorRT backend: an engine file, an optional plugin library, CUDA memory through cuda-python.
+
+No PyTorch; TensorRT and cuda-python are imported when the runner loads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srdeploy.errors import BackendError, MissingDependencyError, ShapeError, SrdeployError
+
+from .base import BackendInfo, MemoryReport, Runner, RunOptions, TensorMeta
+
+#: no srdeploy extra installs TensorRT: it comes from NVIDIA's wheel or JetPack
+INSTALL = "pip install tensorrt (x86, CUDA 12/13) or, on Jetson, apt install python3-libnvinfer (JetPack)"
+
+
+@dataclass(frozen=True)
+class TrtOptions:
+    """TensorRT options: the plugin library to load before deserialising, and the GPU index."""
+
+    plugin_library: str | None = None
+    device_index: int = 0
+
+
+class TrtRunner(Runner):
+    backend = "tensorrt"
+    device_kind = "cuda"
+
+    def __init__(self, engine_path: str | os.PathLike[str], options: TrtOptions | None = None) -> None:
+        super().__init__()
+        self.engine_path = Path(engine_path)
+        self.options = options or TrtOptions()
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self._engine: Any = None
+        self._ctx: Any = None
+        self._stream: Any = None
+        self._cudart: Any = None
+
+    def _check(self, result: Any) -> Any:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            raise BackendError(f"CUDA call failed with {err}; check the GPU and driver (nvidia-smi)")
+        return rest[0] if len(rest) == 1 else rest
+
+    def _load(self) -> None:
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise MissingDependencyError(f"TensorRT is not installed ({exc}); {INSTALL}") from exc
+        if not hasattr(trt, "Runtime"):  # e.g. only the lean runtime's namespace package is installed
+            raise MissingDependencyError(
+                "the full TensorRT Python bindings are not installed (tensorrt has no Runtime here); "
+                "pip install tensorrt (or use the JetPack python3-libnvinfer package)"
+            )
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            try:
+                from cuda import cudart  # type: ignore[no-redef]  # cuda-python < 12.6 layout
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    "the TensorRT runner needs cuda-python for device memory and streams; pip install cuda-python"
+                ) from exc
+        self._cudart = cudart
+        if not self.engine_path.is_file():
+            raise SrdeployError(f"engine file {self.engine_path} does not exist; build one with sr-export --engine")
+        if self.options.plugin_library:
+            lib = Path(self.options.plugin_library)
+            if not lib.is_file():
+                raise SrdeployError(f"plugin library {lib} does not exist; build plugins/ with CMake first")
+            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        self._check(cudart.cudaSetDevice(self.options.device_index))
+        logger = trt.Logger(trt.Logger.WARNING)
+        trt.init_libnvinfer_plugins(logger, "")
+        runtime = trt.Runtime(logger)
+        self._engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        if self._engine is None:
+            raise BackendError(
+                f"TensorRT cannot deserialise {self.engine_path} (corrupt, or built for another TensorRT "
+                f"version / GPU; this is TensorRT {trt.__version__}); rebuild it with sr-export --engine"
+            )
+        self._ctx = self._engine.create_execution_context()
+        self._stream = self._check(cudart.cudaStreamCreate())
+        self._trt = trt
+        ins: list[TensorMeta] = []
+        outs: list[TensorMeta] = []
+        for i in range(self._engine.num_io_tensors):
+            name = self._engine.get_tensor_name(i)
+            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
+            shape = tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(name))
+            meta = TensorMeta(name, dtype, shape)
+            (ins if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outs).append(meta)
+        self.inputs, self.outputs = ins, outs
+        self._check(cudart.cudaDeviceSynchronize())
+
+    def _alloc(self, name: str, nbytes: int) -> int:
+        ptr, size = self._buffers.get(name, (0, 0))
+        if size >= nbytes:
+            return ptr
+        if ptr:
+            self._check(self._cudart.cudaFree(ptr))
+        ptr = self._check(self._cudart.cudaMalloc(max(nbytes, 1)))
+        self._buffers[name] = (ptr, nbytes)
+        return ptr
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float | None, str]:
+        cudart = self._cudart
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for meta in self.inputs:
+            arr = np.ascontiguousarray(feed[meta.name])
+            if not self._ctx.set_input_shape(meta.name, arr.shape):
+                raise ShapeError(
+                    f"input shape {arr.shape} is outside the engine's optimisation profile; rebuild the engine "
+                    "with a larger profile or use --tile"
+                )
+            ptr = self._alloc(meta.name, arr.nbytes)
+            self._check(cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self._stream))
+            self._ctx.set_tensor_address(meta.name, ptr)
+        host_out = {}
+        for meta in self.outputs:
+            shape = tuple(self._ctx.get_tensor_shape(meta.name))
+            out = np.empty(shape, dtype=meta.dtype)
+            self._ctx.set_tensor_address(meta.name, self._alloc(meta.name, out.nbytes))
+            host_out[meta.name] = out
+        start = self._check(cudart.cudaEventCreate())
+        end = self._check(cudart.cudaEventCreate())
+        self._check(cudart.cudaEventRecord(start, self._stream))
+        if not self._ctx.execute_async_v3(int(self._stream)):
+            raise BackendError("TensorRT execution failed; run with a verbose TensorRT logger to see why")
+        self._check(cudart.cudaEventRecord(end, self._stream))
+        for name, out in host_out.items():
+            ptr = self._buffers[name][0]
+            self._check(cudart.cudaMemcpyAsync(out.ctypes.data, ptr, out.nbytes, d2h, self._stream))
+        self._check(cudart.cudaStreamSynchronize(self._stream))
+        ms = float(self._check(cudart.cudaEventElapsedTime(start, end)))
+        cudart.cudaEventDestroy(start)
+        cudart.cudaEventDestroy(end)
+        return host_out, ms, "cuda events around execute_async_v3 (TensorRT GPU time, copies excluded)"
+
+    def _unload(self) -> None:
+        if self._cudart is None:
+            return
+        for ptr, _ in self._buffers.values():
+            self._cudart.cudaFree(ptr)
+        self._buffers.clear()
+        if self._stream is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+        self._ctx = self._engine = self._stream = None
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        if self._cudart is not None:
+            props = self._check(self._cudart.cudaGetDeviceProperties(self.options.device_index))
+            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+            d.update({"gpu": name.strip("\x00"), "sm": f"{props.major}.{props.minor}"})
+        d["tensorrt"] = getattr(getattr(self, "_trt", None), "__version__", None)
+        return d
+
+    def peak_memory(self) -> MemoryReport:
+        eng = self._engine
+        dev = 0
+        if eng is not None:
+            getter = getattr(eng, "device_memory_size_v2", None)
+            dev = int(getter if getter is not None else eng.device_memory_size)
+        io = sum(size for _, size in self._buffers.values())
+        return MemoryReport(dev + io, "TensorRT engine device memory (activations/scratch) + I/O buffers; "
+                                      "weights are not included")
+
+
+def _options(o: RunOptions) -> TrtOptions:
+    index = int(o.device.split(":", 1)[1]) if o.device.startswith("cuda:") else 0
+    return TrtOptions(plugin_library=o.plugin_library, device_index=index)
+
+
+BACKEND = BackendInfo("tensorrt", TrtRunner, _options, accepts=("engine",), requires="tensorrt", install=INSTALL,
+                      probe="Runtime", priority=10)
