@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from srdeploy.atomic import check_outdir
 from srdeploy.errors import SrdeployError
 
 
@@ -46,18 +47,12 @@ def run_scaleout(args: argparse.Namespace, inputs: list[Path]) -> int:
     return _ray(args, inputs, outdir)
 
 
-def _check_outdir(outdir: Path) -> None:
-    from srdeploy.cli.upscale import _check_outdir as check
-
-    check(outdir)
-
-
 def _server(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
     from srdeploy.runtime.serve import upscale_via_server
 
     if args.model or args.onnx or args.engine:
         print("notice: --server runs the server's model; --model/--onnx/--engine are not used", file=sys.stderr)
-    _check_outdir(outdir)
+    check_outdir(outdir)
     written, failed = upscale_via_server(args.server, inputs, outdir, args.suffix, args.server_timeout)
     for w in written:
         print(w)
@@ -80,7 +75,7 @@ def _ray(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
     tiling = resolve_tiling(args, art.default_tiling)
     if tiling is not None and tiling.tile < art.min_size:
         raise SrdeployError(f"--tile {tiling.tile} is below {art.model}'s minimum input size {art.min_size}")
-    _check_outdir(outdir)
+    check_outdir(outdir)
     backend = getattr(args, "backend", None) or ("tensorrt" if args.engine else "onnxruntime")
     gpus = args.ray_gpus_per_actor
     if gpus is None:
