@@ -243,6 +243,54 @@ def derive_fp16(
     raise AssertionError("unreachable")
 
 
+def _derive_int8(
+    base: onnx.ModelProto,
+    desc: Descriptor,
+    scale: int,
+    prepared: Prepared,
+    probe: np.ndarray,
+    ref_fn: Any,
+    calib_dir: str | os.PathLike[str] | None,
+    method: str,
+    gate_db: float,
+    io_fp16: bool,
+) -> tuple[onnx.ModelProto, dict[str, Any], fp16_pass.Fp16Report | None, list[dict[str, Any]]]:
+    """``--int8``: srdeploy.export.int8 on ``base``, with this module's fp16 pass for the non-INT8 ops."""
+    import sys
+
+    from . import int8 as int8_pass
+    from .calibration import load_calibration
+
+    assert calib_dir is not None
+    if io_fp16:
+        raise SrdeployError("--int8 keeps fp32 I/O; drop --fp16-io")
+    m = desc.size_multiple
+    crop = -(-max(48, desc.min_size) // m) * m
+    cset = load_calibration(calib_dir, scale, crop=crop)
+    fp16_out: dict[str, Any] = {}
+
+    def to_fp16(g: onnx.ModelProto) -> onnx.ModelProto:
+        tol = tolerance_for("fp16", prepared.weights_kind)
+        target = tol.min_psnr_db if tol.min_psnr_db is not None else 40.0
+        proto, rep, hist = derive_fp16(g, probe, ref_fn(probe), target)
+        fp16_out.update(report=rep, history=hist)
+        return proto
+
+    sens = -(-max(16, desc.min_size) // m) * m
+    res = int8_pass.quantize_int8(
+        base,
+        cset,
+        method=method,
+        gate_db=gate_db,
+        to_fp16=to_fp16 if desc.fp16 else None,
+        weights_meaningful=prepared.weights_kind == "real",
+        sensitivity_size=sens,
+        progress=sys.stderr.isatty(),
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    return res.model, res.manifest, fp16_out.get("report"), fp16_out.get("history", [])
+
+
 def graph_nodes(graph: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Nodes as the fp16 pass indexes them (Constant nodes folded into initializers)."""
     import copy
@@ -297,6 +345,10 @@ def export_model(
     device: DeviceInfo | None = None,
     workspace_mib: int = 4096,
     opt_level: int = 3,
+    int8: bool = False,  # --- INT8 (srdeploy.export.int8) ---
+    calib: str | os.PathLike[str] | None = None,
+    calib_method: str = "percentile",
+    int8_gate: float = 0.1,
 ) -> ExportResult:
     """Export registered ``model`` at ``scale`` into ``outdir``; see docs/export.md.
 
@@ -313,6 +365,9 @@ def export_model(
         raise SrdeployError(f"{model} does not support fp16 deployment (descriptor fp16=False); drop --fp16")
     if max_batch < 1:
         raise SrdeployError("--max-batch must be >= 1")
+    if int8 and calib is None:  # --- INT8 ---
+        raise SrdeployError("--int8 needs calibration images: pass --calib DIR (a directory of at least 2 real "
+                            "images; a quarter of them is held out for the PSNR gate)")
     static_s = _as_size(static)
     profile, from_flags = resolve_profile(desc, static_s, _as_size(min_shape), _as_size(opt_shape), _as_size(max_shape))
     out = Path(outdir)
@@ -362,7 +417,7 @@ def export_model(
         exported = onnx_from_torch(prepared.module, (example,), dynamic_axes=dyn, opset=opset, exporter=exporter)
         base, exporter_used, export_s, notes = exported.model, exported.exporter, exported.seconds, exported.notes
 
-    precision = "fp16" if fp16 else "fp32"
+    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
     tol = tolerance_for(precision, prepared.weights_kind)
     cases = validation_cases(desc, static_s, profile if from_flags else None)
     inputs = make_inputs(cases, validation_image, seed)
@@ -376,6 +431,11 @@ def export_model(
         calib = inputs[0][1]
         target = tol.min_psnr_db if tol.min_psnr_db is not None else 40.0
         graph, report, fp16_history = derive_fp16(base, calib, ref_fn(calib), target, io_fp16=fp16_io)
+    int8_section = None
+    if int8:  # --- INT8: Q/DQ on Conv/MatMul inputs, the fp16 pass for the rest (where the model allows it) ---
+        graph, int8_section, report, fp16_history = _derive_int8(
+            base, desc, scale, prepared, inputs[0][1], ref_fn, calib, calib_method, int8_gate, fp16_io
+        )
 
     io_dtype = "float16" if fp16_io else "float32"
     props = metadata(
@@ -410,12 +470,12 @@ def export_model(
             )
         if not validation.passed:
             raise ExportError(
-                f"validation of {artifact_stem(model, scale, fp16, plugins)} failed, nothing written: "
+                f"validation of {artifact_stem(model, scale, fp16, plugins, int8)} failed, nothing written: "
                 + "; ".join(validation.failures[:4])
             )
 
     # 4. manifest + atomic write
-    stem = artifact_stem(model, scale, fp16, bool(plugin_ops) or plugins)
+    stem = artifact_stem(model, scale, fp16, bool(plugin_ops) or plugins, int8)
     bprof = BatchedProfile.from_shapes(profile, max_batch)
     plugin_libs = _plugin_libs(plugin_ops)
     engine_name = f"{stem}.engine"
@@ -443,6 +503,7 @@ def export_model(
         "validation": validation.as_dict() if validation else {"skipped": True},
         "sizes_validated": [str(c) for c, _ in inputs] if validation else [],
         "fp16": None if report is None else {**report.as_dict(), "escalation": fp16_history},
+        "int8": int8_section,
         "tensorrt": {
             "trtexec": trtexec_command(
                 f"{stem}.onnx",
