@@ -254,6 +254,7 @@ def _derive_int8(
     method: str,
     gate_db: float,
     io_fp16: bool,
+    crop_lr: int = 48,
 ) -> tuple[onnx.ModelProto, dict[str, Any], fp16_pass.Fp16Report | None, list[dict[str, Any]]]:
     """``--int8``: srdeploy.export.int8 on ``base``, with this module's fp16 pass for the non-INT8 ops."""
     import sys
@@ -265,7 +266,7 @@ def _derive_int8(
     if io_fp16:
         raise SrdeployError("--int8 keeps fp32 I/O; drop --fp16-io")
     m = desc.size_multiple
-    crop = -(-max(48, desc.min_size) // m) * m
+    crop = -(-max(crop_lr, desc.min_size) // m) * m
     cset = load_calibration(calib_dir, scale, crop=crop)
     fp16_out: dict[str, Any] = {}
 
@@ -349,6 +350,7 @@ def export_model(
     calib: str | os.PathLike[str] | None = None,
     calib_method: str = "percentile",
     int8_gate: float = 0.1,
+    calib_crop: int = 48,
 ) -> ExportResult:
     """Export registered ``model`` at ``scale`` into ``outdir``; see docs/export.md.
 
@@ -434,7 +436,7 @@ def export_model(
     int8_section = None
     if int8:  # --- INT8: Q/DQ on Conv/MatMul inputs, the fp16 pass for the rest (where the model allows it) ---
         graph, int8_section, report, fp16_history = _derive_int8(
-            base, desc, scale, prepared, inputs[0][1], ref_fn, calib, calib_method, int8_gate, fp16_io
+            base, desc, scale, prepared, inputs[0][1], ref_fn, calib, calib_method, int8_gate, fp16_io, calib_crop
         )
 
     io_dtype = "float16" if fp16_io else "float32"
