@@ -87,7 +87,7 @@ def y_psnr(outs: Sequence[np.ndarray], heldout: HeldOut) -> float:
     return float(np.mean(vals))
 
 
-def _session(model: onnx.ModelProto | bytes, extra_inputs: bool = False) -> Any:
+def _session(model: onnx.ModelProto | bytes) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -97,10 +97,10 @@ def _session(model: onnx.ModelProto | bytes, extra_inputs: bool = False) -> Any:
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
-def run_batched(model: onnx.ModelProto | bytes, lr: np.ndarray, batch: int = 4, **extra: np.ndarray) -> np.ndarray:
+def run_batched(model: onnx.ModelProto | bytes, lr: np.ndarray, batch: int = 4) -> np.ndarray:
     sess = _session(model)
     name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: lr[i : i + batch], **extra})[0] for i in range(0, len(lr), batch)]
+    outs = [sess.run(None, {name: lr[i : i + batch]})[0] for i in range(0, len(lr), batch)]
     return np.concatenate(outs).astype(np.float32)
 
 
