@@ -24,7 +24,7 @@ def build(path: str, shape: tuple[int, ...]) -> str:
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
-        def log(self, severity, msg):  # noqa: ANN001
+        def log(self, severity, msg):
             if severity <= trt.ILogger.Severity.WARNING:
                 msgs.append(f"{severity.name}: {msg}")
 
