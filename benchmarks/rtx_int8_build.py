@@ -25,7 +25,7 @@ def build(path: str, shape: tuple[int, ...]) -> str:
             trt.ILogger.__init__(self)
 
         def log(self, severity, msg):
-            if severity <= trt.ILogger.Severity.WARNING:
+            if int(severity) <= int(trt.ILogger.Severity.WARNING):
                 msgs.append(f"{severity.name}: {msg}")
 
     logger = Log()
