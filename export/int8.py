@@ -26,8 +26,11 @@ section). What it produces, and who does what:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -133,22 +136,34 @@ class _Reader:
 def _ort_quantize(
     model_path: Path, out_path: Path, cache: Path, reader: _Reader | None, method: str, exclude: Sequence[str]
 ) -> onnx.ModelProto:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def get_next(self) -> dict[str, np.ndarray] | None:
             return None if reader is None else reader.get_next()
 
+    # ORT's calibrators print progress to stdout and log a pre-processing hint on the root logger:
+    # stdout belongs to sr-export's file list, so send the prints to stderr and mute the hint.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            _quantize_static(model_path, out_path, Reader(), method, exclude, cache)
+    finally:
+        root.setLevel(level)
+    return onnx.load(str(out_path))
+
+
+def _quantize_static(
+    model_path: Path, out_path: Path, reader: Any, method: str, exclude: Sequence[str], cache: Path
+) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     quantize_static(
         str(model_path),
         str(out_path),
-        Reader(),
+        reader,
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(INT8_OPS),
         per_channel=True,
@@ -166,7 +181,6 @@ def _ort_quantize(
             "OpTypesToExcludeOutputQuantization": list(INT8_OPS),
         },
     )
-    return onnx.load(str(out_path))
 
 
 def _quantized_inputs(qmodel: onnx.ModelProto) -> dict[str, dict[int, onnx.NodeProto]]:
