@@ -87,7 +87,8 @@ def test_agdn_int8_graph_is_explicit_qdq_for_tensorrt(agdn_int8) -> None:
         if dq.input[0] in inits:  # weight: INT8 initializer, per output channel, symmetric
             weight_dqs += 1
             assert inits[dq.input[0]].data_type == onnx.TensorProto.INT8
-            assert inits[dq.input[1]].dims and inits[dq.input[1]].dims[0] > 1
+            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+            assert list(inits[dq.input[1]].dims) == [inits[dq.input[0]].dims[axis]]  # one scale per channel
             assert not np.any(onnx.numpy_helper.to_array(inits[dq.input[2]]))
     assert weight_dqs >= 100
     # the rest of the graph is the fp16 pass's: fp16 initializers exist, I/O stays fp32
