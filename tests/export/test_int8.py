@@ -130,3 +130,37 @@ def test_int8_seeded_weights_labelled_meaningless(tmp_path: Path, tiny_model: st
     m = json.loads((tmp_path / "o" / f"{tiny_model}_x3_int8.json").read_text())
     assert m["int8"]["quality_meaningful"] is False and "meaningless" in m["int8"]["quality_note"]
     assert m["int8"]["gate"]["max_drop_db"] == 3.0
+
+
+def _nearest_x2_graph() -> onnx.ModelProto:
+    """A real (not random) x2 upscaler: a 1x1 Conv copying each channel 4x + DepthToSpace (nearest)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((12, 3, 1, 1), np.float32)
+    for c in range(3):
+        w[c * 4 : c * 4 + 4, c] = 1.0
+    g = helper.make_graph(
+        [
+            helper.make_node("Conv", ["lr", "w"], ["t"], name="copy"),
+            helper.make_node("DepthToSpace", ["t"], ["sr"], blocksize=2, mode="CRD", name="d2s"),
+        ],
+        "nearest_x2",
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("sr", TensorProto.FLOAT, ["N", 3, "H2", "W2"])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+def test_gate_miss_names_best_result(tmp_path: Path, data_dir: Path) -> None:
+    from PIL import Image
+    from srdeploy.export.calibration import load_calibration
+    from srdeploy.export.int8 import Int8GateError, quantize_int8
+
+    calib = _calib_dir(tmp_path, data_dir)
+    (calib / "a_baboon.png").unlink()
+    Image.new("RGB", (128, 128)).save(calib / "a_black.png")  # ranges from a black image clip real inputs
+    cset = load_calibration(calib, 2, crop=16, calib_crops=4, heldout_crops=2)
+    with pytest.raises(Int8GateError, match=r"misses the 0.1 dB gate.*best held-out Y-PSNR .* 1/1 layers kept out"):
+        quantize_int8(_nearest_x2_graph(), cset, progress=False)
+
