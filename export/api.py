@@ -198,7 +198,7 @@ def export_model(
     graph, sections, problems = run_passes(base, _pass_context(plan, prepared, inputs))
     props = _record(plan, prepared, plugin_ops, "sr")
     data = _finalise(graph, props)
-    stem = artifact_stem(cfg.model, cfg.scale, cfg.fp16, bool(plugin_ops) or cfg.plugins)
+    stem = artifact_stem(cfg.model, cfg.scale, cfg.fp16, bool(plugin_ops) or cfg.plugins, cfg.int8)
     validation = _validate_single(plan, prepared, data, inputs, problems, stem) if cfg.run_validation else None
     bprof = BatchedProfile.from_shapes(plan.profile, cfg.max_batch)
     libs = _plugin_libs(plugin_ops)
@@ -268,13 +268,14 @@ def _onnx(plan: _Plan, prepared: Prepared, reuse: ExportResult | None) -> tuple[
 
 
 def _pass_context(plan: _Plan, prepared: Prepared, inputs: list[tuple[Case, np.ndarray]]) -> PassContext:
-    precision = "fp16" if plan.cfg.fp16 else "fp32"
+    precision = plan.cfg.precision
     return PassContext(
         config=plan.cfg,
         descriptor=plan.desc,
         calibration=inputs[0][1],
         reference=torch_reference(prepared.reference),
         tolerance=tolerance_for(precision, prepared.weights_kind),
+        weights_kind=prepared.weights_kind,
         psnr=lambda out, ref: compare(out, ref).psnr_db,
     )
 
@@ -287,7 +288,7 @@ def _record(plan: _Plan, prepared: Prepared, plugin_ops: list[str], graph: str) 
         hparams=prepared.hparams,
         weights_sha256=prepared.weights_sha256,
         fusions=prepared.fusions,
-        precision="fp16" if plan.cfg.fp16 and not two else "fp32",
+        precision=plan.cfg.precision if not two else "fp32",
         io_dtype="float16" if plan.cfg.fp16_io and not two else "float32",
         graph=graph,
         plugins=plugin_ops,
@@ -309,7 +310,7 @@ def _validate_single(
     stem: str,
 ) -> Validation:
     """Stage 4: the graph in ONNX Runtime against PyTorch at every validation size."""
-    precision = "fp16" if plan.cfg.fp16 else "fp32"
+    precision = plan.cfg.precision
     tol = tolerance_for(precision, prepared.weights_kind)
     session = onnxlayer.session(data, onnxlayer.SessionConfig(intra_op_threads=2))
     ref64 = _float64_reference(prepared.reference, inputs[0][1]) if precision == "fp32" else None
@@ -346,7 +347,7 @@ def _single_graph_section(
 
 def _tensorrt_section(plan: _Plan, stem: str, bprof: BatchedProfile, libs: list[str]) -> dict[str, Any]:
     cfg = plan.cfg
-    tol = 1e-2 if cfg.fp16 else 1e-3
+    tol = 1e-2 if cfg.precision != "fp32" else 1e-3
     return {
         "trtexec": trtexec_command(f"{stem}.onnx", f"{stem}.engine", bprof, workspace_mib=cfg.workspace,
                                    opt_level=cfg.level, plugin_libs=libs),
@@ -454,8 +455,9 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
             f"--engine is not implemented for the two-graph {desc.name} export; build each graph with the "
             "manifest's trtexec commands"
         )
-    if cfg.fp16:
-        raise SrdeployError(f"--fp16 is not implemented for the two-graph {desc.name} export; drop --fp16")
+    if cfg.fp16 or cfg.int8:
+        flag = "--int8" if cfg.int8 else "--fp16"
+        raise SrdeployError(f"{flag} is not implemented for the two-graph {desc.name} export; drop {flag}")
     m = desc.size_multiple
     lo = -(-max(desc.min_size, 16) // m) * m
     graphs = export_two_graphs(prepared, lo, cfg.opset_or_default, cfg.exporter, cfg.seed)
@@ -501,7 +503,7 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
     }
     props = _record(plan, prepared, plugin_ops, "encoder+decoder")
     manifest = build_manifest(
-        plan, prepared, plugin_ops, props, stem, validation, inputs, {"fp16": None},
+        plan, prepared, plugin_ops, props, stem, validation, inputs, {"fp16": None, "int8": None},
         graphs={
             "graphs": graph_sections,
             "onnx": {"opset": cfg.opset_or_default, "ir_version": graphs.encoder.ir_version,

@@ -51,6 +51,12 @@ class ExportConfig:
     cache_dir: str | os.PathLike[str] | None = None  # None: $SRDEPLOY_CACHE/engines
     workspace_mib: int | None = None  # None: DEFAULT_WORKSPACE_MIB
     opt_level: int | None = None  # None: DEFAULT_OPT_LEVEL
+    # --int8 (export/int8.py, docs/int8.md): explicit Q/DQ calibrated on real images, gated on held-out PSNR
+    int8: bool = False
+    calib: str | os.PathLike[str] | None = None
+    calib_method: str = "percentile"
+    int8_gate: float = 0.1  # dB
+    calib_crop: int = 48  # LR pixels
 
     def __post_init__(self) -> None:
         for name in ("static", "min_shape", "opt_shape", "max_shape"):
@@ -60,6 +66,20 @@ class ExportConfig:
             raise SrdeployError("--fp16-io needs --fp16")
         if self.max_batch < 1:
             raise SrdeployError("--max-batch must be >= 1")
+        if self.int8:
+            if self.calib is None:
+                raise SrdeployError("--int8 needs calibration images: pass --calib DIR (a directory of at least 2 "
+                                    "real images; a quarter of them is held out for the PSNR gate)")
+            if self.fp16:
+                raise SrdeployError("--int8 already runs the ops it keeps out of INT8 in fp16 (where the model "
+                                    "allows it); drop --fp16")
+        elif self.calib is not None:
+            raise SrdeployError("--calib is for --int8; add --int8 or drop --calib")
+
+    @property
+    def precision(self) -> str:
+        """The artifact's precision: int8 (Q/DQ + fp16), fp16 (with fp32 islands) or fp32."""
+        return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
 
     @classmethod
     def of(cls, **given: Any) -> ExportConfig:

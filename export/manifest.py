@@ -16,10 +16,14 @@ from srdeploy.records import META_PREFIX, ArtifactRecord
 from srdeploy.sizes import Size
 
 
-def artifact_stem(name: str, scale: int | float, fp16: bool = False, plugins: bool = False) -> str:
-    """``<family>[-<variant>]_x<S>[_fp16][_plugins]``, e.g. ``esc-light_x4_fp16``."""
+def artifact_stem(
+    name: str, scale: int | float, fp16: bool = False, plugins: bool = False, int8: bool = False
+) -> str:
+    """``<family>[-<variant>]_x<S>[_fp16|_int8][_plugins]``, e.g. ``esc-light_x4_fp16``."""
     s = f"{name.replace('.', '-')}_x{scale:g}"
-    if fp16:
+    if int8:
+        s += "_int8"
+    elif fp16:
         s += "_fp16"
     if plugins:
         s += "_plugins"

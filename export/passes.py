@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
-from . import fp16
+from . import fp16, int8
 from .compare import Tolerance
 
 
@@ -34,6 +34,7 @@ class PassContext:
     calibration: np.ndarray  # one validation input (N, 3, H, W) float32
     reference: Callable[[np.ndarray], np.ndarray]  # fp32 PyTorch
     tolerance: Tolerance
+    weights_kind: str  # "real" | "random" (quality figures of random weights are labelled meaningless)
     psnr: Callable[[np.ndarray, np.ndarray], float]  # psnr(out, ref) in dB, the validation's rule
 
 
@@ -57,6 +58,7 @@ def register(p: GraphPass) -> GraphPass:
 
 # one line per pass, in the order they run
 register(fp16.PASS)
+register(int8.PASS)
 
 
 def run_passes(

@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     prec = p.add_argument_group("precision")
     prec.add_argument("--fp16", action="store_true", help="fp16 graph with fp32 islands (I/O stays fp32)")
     prec.add_argument("--fp16-io", action="store_true", help="with --fp16: fp16 input and output too")
+    q = p.add_argument_group("INT8 (explicit Q/DQ, docs/int8.md)")
+    q.add_argument("--int8", action="store_true",
+                   help="INT8 Q/DQ on Conv/MatMul inputs, fp16 elsewhere; needs --calib; gated on held-out PSNR")
+    q.add_argument("--calib", default=None, metavar="DIR",
+                   help="calibration images (>= 2; the last quarter by name is held out for the gate)")
+    q.add_argument("--calib-method", choices=["max", "percentile", "entropy"], default=None,
+                   help="activation range calibration (default percentile, by measurement)")
+    q.add_argument("--int8-gate", type=float, default=None, metavar="DB",
+                   help="max held-out Y-PSNR drop vs fp32 in dB (default 0.1)")
     g = p.add_argument_group("shapes (LR, HxW)")
     g.add_argument("--static", type=parse_size, default=None, help="fixed LR size, e.g. 180x320")
     g.add_argument("--min-shape", type=parse_size, default=None, help="TensorRT profile minimum")
@@ -99,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_validation=not args.no_validate, engine=args.engine, plugins=args.plugins, options=dict(args.option),
         exporter=args.exporter, validation_image=args.validation_image, cache_dir=args.cache_dir,
         workspace_mib=args.workspace, opt_level=args.opt_level,
+        int8=args.int8, calib=args.calib, calib_method=args.calib_method, int8_gate=args.int8_gate,
     )
     result = export_model(config)
     m = result.manifest
@@ -116,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f = m["fp16"]
         print(f"fp16: {f['fp16_mac_fraction']:.1%} of the MACs in fp16, {f['num_islands']} fp32 islands",
               file=sys.stderr)
+    if m.get("int8"):
+        q = m["int8"]
+        note = "" if q["quality_meaningful"] else " (seeded random weights: PSNR figures meaningless)"
+        print(f"int8: {q['int8_mac_fraction']:.1%} of Conv/MatMul MACs in INT8, {len(q['kept_out_of_int8'])} layers "
+              f"kept out; held-out Y-PSNR {q['gate']['int8_y_psnr_db']:.3f} dB vs fp32 "
+              f"{q['gate']['fp32_y_psnr_db']:.3f} (gate {q['gate']['max_drop_db']:g} dB){note}", file=sys.stderr)
     if args.triton_repo:  # issue 18
         from srdeploy.export.triton import write_triton_repo
 
