@@ -28,7 +28,7 @@ from srdeploy.sizes import Size, parse_size
 
 from . import fp16 as fp16_pass
 from .compare import compare, tolerance_for
-from .engine import DeviceInfo, EngineOptions, EngineResult, TensorRTUnavailableError
+from .engines.base import DeviceInfo, EngineResult
 from .manifest import (
     BatchedProfile,
     artifact_stem,
@@ -285,7 +285,7 @@ def export_model(
     max_shape: Size | str | None = None,
     max_batch: int = 1,
     run_validation: bool = True,
-    engine: bool = False,
+    engine: bool | str = False,
     plugins: bool = False,
     options: Mapping[str, Any] | None = None,
     exporter: Exporter = "auto",
@@ -297,6 +297,8 @@ def export_model(
     device: DeviceInfo | None = None,
     workspace_mib: int = 4096,
     opt_level: int = 3,
+    compute_capabilities: Sequence[str] = (),
+    attention: str = "portable",
 ) -> ExportResult:
     """Export registered ``model`` at ``scale`` into ``outdir``; see docs/export.md.
 
@@ -317,6 +319,12 @@ def export_model(
     profile, from_flags = resolve_profile(desc, static_s, _as_size(min_shape), _as_size(opt_shape), _as_size(max_shape))
     out = Path(outdir)
     _check_outdir(out)
+    # issue 13: the engine builder is imported (and plugin graphs refused for TensorRT-RTX) first
+    from .engines.export_step import build_engine, resolve_engine
+
+    engine_req = resolve_engine(engine, trt_api=trt_api, plugins=plugins, compute_capabilities=compute_capabilities)
+    if attention not in ("portable", "native"):
+        raise SrdeployError(f"--attention must be portable or native, not {attention!r}")
 
     # 1. prepare (weights, fusion, plugins)
     if reuse is not None and reuse.prepared is not None and reuse.fp32_graph is not None:
@@ -324,6 +332,10 @@ def export_model(
         plugin_ops = list(reuse.manifest.get("plugins", []))
     else:
         prepared = prepare(model, scale, weights, options, seed, dynamic=static_s is None)
+        if attention == "native":  # issue 13: ONNX Attention (opset 23) instead of matmul/softmax/matmul
+            from .native_attention import apply_native_attention
+
+            opset = apply_native_attention(prepared, opset, plugins)
         plugin_ops = []
         if plugins:
             from srdeploy import plugins as plugin_pkg
@@ -361,6 +373,10 @@ def export_model(
             dyn["lr"].update({2: ("H", max(desc.min_size, 2)), 3: ("W", max(desc.min_size, 2))})
         exported = onnx_from_torch(prepared.module, (example,), dynamic_axes=dyn, opset=opset, exporter=exporter)
         base, exporter_used, export_s, notes = exported.model, exported.exporter, exported.seconds, exported.notes
+        if attention == "native":
+            from .native_attention import to_native_attention
+
+            base = to_native_attention(base)
 
     precision = "fp16" if fp16 else "fp32"
     tol = tolerance_for(precision, prepared.weights_kind)
@@ -438,6 +454,7 @@ def export_model(
             "output": {"name": "sr", "dtype": io_dtype, "layout": f"N,3,{scale}H,{scale}W"},
             "nodes": len(graph.graph.node),
         },
+        "attention": _attention_manifest(attention, graph),
         "shape_constraints": {"min_size": desc.min_size, "size_multiple": desc.size_multiple},
         "trt_profile": {**bprof.as_dict(), "source": "flags" if from_flags else "descriptor"},
         "validation": validation.as_dict() if validation else {"skipped": True},
@@ -471,28 +488,20 @@ def export_model(
         stem, out, files, manifest, validation, report, prepared=prepared, fp32_graph=base, onnx_model=graph
     )
 
-    # 5. engine
-    if engine:
-        from .engine import EngineFromOnnx, import_tensorrt
-
-        try:
-            api = trt_api if trt_api is not None else import_tensorrt()
-        except TensorRTUnavailableError as exc:
-            raise TensorRTUnavailableError(
-                f"{exc}; {stem}.onnx and {stem}.json were written to {out}, build with: "
-                f"{manifest['tensorrt']['trtexec']}"
-            ) from exc
-        opts = EngineOptions(
-            (bprof,),
-            workspace_bytes=workspace_mib << 20,
-            optimization_level=opt_level,
-            plugin_libraries=tuple(plugin_libs),
-        )
-        result.engine = EngineFromOnnx(result.onnx_path, opts, cache_dir=cache_dir, api=api, device=device)(
-            out / engine_name
+    # 5. engine (issue 13: export/engines/export_step.py)
+    if engine_req is not None:
+        result.engine = build_engine(
+            engine_req, out / f"{stem}.onnx", out / f"{stem}.json", manifest, bprof, workspace_mib=workspace_mib,
+            opt_level=opt_level, plugin_libs=plugin_libs, cache_dir=cache_dir, device=device,
         )
         result.files += [result.engine.engine_path, result.engine.sidecar_path]
     return result
+
+
+def _attention_manifest(attention: str, graph: onnx.ModelProto) -> dict[str, Any]:
+    from .native_attention import native_manifest
+
+    return native_manifest(graph) if attention == "native" else {"form": "portable"}
 
 
 def _plugin_libs(plugin_ops: Sequence[str]) -> list[str]:
