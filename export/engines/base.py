@@ -50,6 +50,10 @@ class TensorRTUnavailableError(MissingDependencyError):
 class EngineMemoryError(ExportError):
     """The builder ran out of memory (workspace or host) for this graph and profile."""
 
+    def __init__(self, message: str, requested_bytes: int | None = None) -> None:
+        super().__init__(message)
+        self.requested_bytes = requested_bytes
+
 
 def default_cache_dir() -> Path:
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "srdeploy")
@@ -161,7 +165,8 @@ _MEMORY_LINES = {
     "host_persistent_bytes": re.compile(r"Total Host Persistent Memory: (\d+) bytes"),
     "scratch_bytes": re.compile(r"Max Scratch Memory: (\d+) bytes"),
 }
-_OOM = re.compile(r"out ?of ?memory|Requested size was (\d+) bytes", re.IGNORECASE)
+_OOM = re.compile(r"out ?of ?memory", re.IGNORECASE)
+_REQUESTED = re.compile(r"Requested size was (\d+) bytes")
 
 
 def memory_report(messages: Sequence[str]) -> dict[str, Any]:
@@ -230,6 +235,9 @@ class Flavour(ABC):
     def configure(self, api: Any, config: Any, options: EngineOptions) -> None:
         """Flavour-specific builder-config settings (after the common ones)."""
 
+    def after_parse(self, api: Any, network: Any, log: Callable[[str], None]) -> None:  # noqa: B027
+        """Flavour-specific changes to the parsed network (default: none)."""
+
     def check_engine(self, api: Any, data: bytes, path: Path, meta: Mapping[str, Any] | None) -> None:
         """Raise :class:`BackendError` (one line) if ``data`` is not valid for this runtime and GPU."""
         want = (meta or {}).get("fields", {}).get("tensorrt_version")
@@ -287,6 +295,7 @@ def build_serialized_engine(
         raise ExportError(
             f"{flavour.display}'s ONNX parser rejected the graph: {'; '.join(errors) or 'no detail'}"
         )
+    flavour.after_parse(trt, network, log)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
     config.builder_optimization_level = options.optimization_level
@@ -311,12 +320,13 @@ def build_serialized_engine(
         oom = [m for m in texts if _OOM.search(m)]
         prof = "; ".join(f"{k} {v}" for k, v in options.profiles[0].as_dict().items())
         if oom:
-            req = next((int(m.group(1)) for t in oom if (m := _OOM.search(t)) and m.group(1)), None)
+            req = next((int(m.group(1)) for t in oom if (m := _REQUESTED.search(t))), None)
             asked = f" (it requested {req / 2**20:.0f} MiB)" if req else ""
             raise EngineMemoryError(
                 f"{flavour.display} ran out of memory building the engine{asked} with workspace "
-                f"{options.workspace_bytes >> 20} MiB and profile {prof}; raise --workspace, lower --max-shape, "
-                "or use --attention native"
+                f"{options.workspace_bytes >> 20} MiB and profile {prof}; raise --workspace or lower --max-shape "
+                "(fp32 window attention materialises its scores: --fp16 --attention native fuses them)",
+                req,
             )
         last = next((m for s, m in reversed(captured) if s <= 1), "see the log above")
         raise ExportError(f"{flavour.display} failed to build the engine: {last}")

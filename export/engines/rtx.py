@@ -93,6 +93,26 @@ class RtxFlavour(Flavour):
         if options.strip_weights:
             config.set_flag(api.BuilderFlag.STRIP_PLAN)
 
+    def after_parse(self, api: Any, network: Any, log: Any) -> None:
+        """Let fused attention fall back to its decomposition where no dedicated kernel exists.
+
+        TensorRT-RTX 1.7 has dedicated fused-attention kernels for fp16/bf16 only; an fp32
+        ``Attention`` node otherwise fails the build ("not supported by a dedicated kernel").
+        ``IAttention.decomposable`` lets the builder lower such a layer to its matmul/softmax form.
+        Only fp32 layers are marked: an fp16 layer must get the fused kernel or fail the build.
+        """
+        n = 0
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.type == api.LayerType.ATTENTION_INPUT:
+                layer.__class__ = api.IAttentionInputLayer
+                attn = layer.attention
+                if layer.get_input(0).dtype == api.DataType.FLOAT and not attn.decomposable:
+                    attn.decomposable = True
+                    n += 1
+        if n:
+            log(f"[EngineFromOnnx] {n} attention layers are fp32 and may decompose (TensorRT-RTX fuses fp16/bf16 only)")
+
     def check_engine(self, api: Any, data: bytes, path: Path, meta: Mapping[str, Any] | None) -> None:
         super().check_engine(api, data, path, meta)
         logger = api.Logger(api.Logger.ERROR)

@@ -72,4 +72,4 @@ class TensorRTFlavour(Flavour):
         if options.strip_weights:
             from srdeploy.errors import ExportError
 
-            raise ExportError("weight-stripped engines are built by the TensorRT-RTX flavour only here; use --engine rtx")
+            raise ExportError("weight-stripped engines: TensorRT-RTX flavour only here; use --engine rtx")

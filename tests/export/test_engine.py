@@ -242,8 +242,9 @@ def test_engine_module_type_checks_against_tensorrt_stubs(tmp_path: Path) -> Non
     # the check can fail: a misspelt TensorRT method in a copy of the module is reported
     bad = tmp_path / "engine_mutant.py"
     src = Path(base.__file__).read_text()
-    for rel, absolute in (("from ..", "from srdeploy.export."), ("from . import", "from srdeploy.export.engines import"),
-                          ("from .", "from srdeploy.export.engines.")):
+    pkg = "srdeploy.export.engines"
+    for rel, absolute in (("from ..", "from srdeploy.export."), ("from . import", f"from {pkg} import"),
+                          ("from .", f"from {pkg}.")):
         src = src.replace(rel, absolute)
     bad.write_text(src.replace("config.set_memory_pool_limit(", "config.set_memory_pool_limt("))
     errors = _mypy_errors(bad, stubs)
