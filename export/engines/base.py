@@ -85,6 +85,8 @@ class EngineOptions:
     plugin_libraries: tuple[str, ...] = ()
     compute_capabilities: tuple[str, ...] = ()
     strip_weights: bool = False
+    # more inputs of the same profile (e.g. CiaoSR's decoder): (name, min, opt, max) shapes
+    extra_inputs: tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.profiles:
@@ -97,6 +99,9 @@ class EngineOptions:
             lo, opt, hi = p.shapes().values()
             if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
                 raise ExportError(f"profile {p.as_dict()} is not ordered min <= opt <= max in every dimension")
+        for name, lo, opt, hi in self.extra_inputs:
+            if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
+                raise ExportError(f"input {name} shapes {lo} / {opt} / {hi} are not ordered min <= opt <= max")
         for cc in self.compute_capabilities:
             if not re.fullmatch(r"\d+\.\d+", cc):
                 raise ExportError(f"compute capability {cc!r} is not MAJOR.MINOR, e.g. --compute-capability 7.5")
@@ -111,6 +116,7 @@ class EngineOptions:
             "plugin_libraries": [os.path.basename(p) for p in self.plugin_libraries],
             "compute_capabilities": list(self.compute_capabilities),
             "strip_weights": self.strip_weights,
+            "extra_inputs": [[n, list(a), list(b), list(c)] for n, a, b, c in self.extra_inputs],
         }
 
 
@@ -308,6 +314,8 @@ def build_serialized_engine(
         profile.set_shape(
             options.input_name, trt.Dims(list(s["min"])), trt.Dims(list(s["opt"])), trt.Dims(list(s["max"]))
         )
+        for name, lo, opt, hi in options.extra_inputs:
+            profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
         config.add_optimization_profile(profile)
     flavour.configure(trt, config, options)
     log(f"[EngineFromOnnx] {flavour.display} {trt.__version__}, builder config: {json.dumps(options.key_fields())}")
