@@ -99,9 +99,9 @@ class EngineOptions:
             lo, opt, hi = p.shapes().values()
             if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
                 raise ExportError(f"profile {p.as_dict()} is not ordered min <= opt <= max in every dimension")
-        for name, lo, opt, hi in self.extra_inputs:
-            if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
-                raise ExportError(f"input {name} shapes {lo} / {opt} / {hi} are not ordered min <= opt <= max")
+        for name, e_lo, e_opt, e_hi in self.extra_inputs:
+            if not all(a <= b <= c for a, b, c in zip(e_lo, e_opt, e_hi, strict=True)):
+                raise ExportError(f"input {name} shapes {e_lo} / {e_opt} / {e_hi} are not ordered min <= opt <= max")
         for cc in self.compute_capabilities:
             if not re.fullmatch(r"\d+\.\d+", cc):
                 raise ExportError(f"compute capability {cc!r} is not MAJOR.MINOR, e.g. --compute-capability 7.5")
@@ -448,17 +448,20 @@ class EngineFromOnnx:
         memory: dict[str, Any] = {}
         data = b""
         if cached_engine.exists() and cached_side.exists():
-            meta = json.loads(cached_side.read_text())
+            try:
+                meta = json.loads(cached_side.read_text())
+            except json.JSONDecodeError:
+                meta = {}
             data = cached_engine.read_bytes()
-            if meta.get("key") != key or meta.get("engine_sha256") != sha256_bytes(data):
-                raise ExportError(
-                    f"cached engine {cached_engine} is corrupt (hash or key mismatch); delete it and run again"
-                )
-            cached = True
-            memory = dict(meta.get("builder_memory") or {})
-            t_build = float(meta.get("build_seconds") or 0.0)
-            self.log(f"[EngineFromOnnx] cache hit {cached_engine} (key {key}); not rebuilt")
-        else:
+            if meta.get("key") == key and meta.get("engine_sha256") == sha256_bytes(data):
+                cached = True
+                memory = dict(meta.get("builder_memory") or {})
+                t_build = float(meta.get("build_seconds") or 0.0)
+                self.log(f"[EngineFromOnnx] cache hit {cached_engine} (key {key}); not rebuilt")
+            else:
+                print(f"notice: cached engine {cached_engine} does not match its key or hash; rebuilding it",
+                      file=sys.stderr)
+        if not cached:
             prior = timing.read_bytes() if timing.exists() and self.flavour.uses_timing_cache else None
             messages: list[str] = []
             t0 = time.perf_counter()

@@ -27,9 +27,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
-from srdeploy.errors import BackendError, ExportError
+from srdeploy.errors import ExportError
 
-from .base import DeviceInfo, EngineOptions, Flavour, TensorRTUnavailableError, rebuild_hint
+from .base import DeviceInfo, EngineOptions, Flavour, TensorRTUnavailableError
 
 MODULES = ("tensorrt_rtx", "tensorrt_rtx_bindings")
 INSTALL = "pip install 'srdeploy[rtx]' (tensorrt-rtx-cu13-libs and -bindings 1.7.1.116)"
@@ -114,23 +114,10 @@ class RtxFlavour(Flavour):
             log(f"[EngineFromOnnx] {n} attention layers are fp32 and may decompose (TensorRT-RTX fuses fp16/bf16 only)")
 
     def check_engine(self, api: Any, data: bytes, path: Path, meta: Mapping[str, Any] | None) -> None:
-        super().check_engine(api, data, path, meta)
-        logger = api.Logger(api.Logger.ERROR)
-        validity, diag = api.Runtime(logger).get_engine_validity(data)
-        if validity == api.EngineValidity.VALID:
-            return
-        names = [k for k, v in api.EngineInvalidityDiagnostics.__members__.items() if int(diag) & int(v)]
-        if validity == api.EngineValidity.SUBOPTIMAL:
-            import sys
+        """Sidecar version, then ``Runtime.get_engine_validity`` (runtime/engine_check.py)."""
+        from srdeploy.runtime.engine_check import check_engine_bytes
 
-            print(f"notice: engine {path} is valid but suboptimal here ({', '.join(names) or 'no detail'})",
-                  file=sys.stderr)
-            return
-        why = ", ".join(names) or "no diagnostic: TensorRT-RTX found no usable GPU (it runs on SM75/80/86/89/120/121)"
-        raise BackendError(
-            f"engine {path} is not valid for this TensorRT-RTX {api.__version__} / GPU ({why}); "
-            f"rebuild it with {rebuild_hint(meta)}"
-        )
+        check_engine_bytes(path, data, api, dict(meta) if meta is not None else {"fields": {"flavour": "rtx"}})
 
     def manifest_fields(self, api: Any, options: EngineOptions) -> dict[str, Any]:
         return {

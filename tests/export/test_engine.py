@@ -159,16 +159,19 @@ def test_cache_hit_rebuild_on_new_tensorrt_or_gpu(tmp_path: Path, onnx_file: Pat
     assert not r5.cached and r5.key != r4.key
 
 
-def test_corrupt_engines_give_clear_errors(tmp_path: Path, onnx_file: Path) -> None:
+def test_corrupt_engines_give_clear_errors(tmp_path: Path, onnx_file: Path, capsys) -> None:
     cache = tmp_path / "cache"
     trt = FakeTensorRT("10.3.0.26")
     build = eng.EngineFromOnnx(onnx_file, _opts(), cache_dir=cache, api=trt, device=GPU, log=lambda m: None)
     r = build(tmp_path / "m.engine")
     assert eng.load_engine(r.engine_path, api=trt).data == r.engine_path.read_bytes()
 
-    (cache / f"{r.key}.engine").write_bytes(b"garbage")
-    with pytest.raises(ExportError, match=r"corrupt.*delete it"):
-        build(tmp_path / "again.engine")
+    (cache / f"{r.key}.engine").write_bytes(b"garbage")  # a cache entry that fails its hash: rebuilt, one notice
+    builds = trt.builds
+    again = build(tmp_path / "again.engine")
+    assert not again.cached and trt.builds == builds + 1 and again.engine_path.read_bytes() != b"garbage"
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("notice:")]
+    assert len(notices) == 1 and "rebuilding" in notices[0]
 
     r.engine_path.write_bytes(b"garbage")
     with pytest.raises(BackendError, match=r"corrupt.*rebuild"):
