@@ -171,7 +171,7 @@ _MEMORY_LINES = {
     "host_persistent_bytes": re.compile(r"Total Host Persistent Memory: (\d+) bytes"),
     "scratch_bytes": re.compile(r"Max Scratch Memory: (\d+) bytes"),
 }
-_OOM = re.compile(r"out ?of ?memory", re.IGNORECASE)
+_OOM = re.compile(r"out ?of ?memory|within workspace limit", re.IGNORECASE)
 _REQUESTED = re.compile(r"Requested size was (\d+) bytes")
 
 
