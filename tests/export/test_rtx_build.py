@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import onnx
 import pytest
+from rtx_helpers import conv_output_dtypes, rtx_network_types
 from srdeploy.export.engines import get_flavour
 from srdeploy.export.engines.export_step import EngineRequest, build_engine
 from srdeploy.export.manifest import BatchedProfile
@@ -44,20 +44,7 @@ def _params(names: list[str]) -> list[Any]:
 
 
 def network_stats(data: bytes) -> dict[str, Any]:
-    """Parse ``data`` into a strongly typed TensorRT-RTX network: layer types and output dtypes."""
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    net = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(net, logger)
-    assert parser.parse(data), [str(parser.get_error(i)) for i in range(parser.num_errors)]
-    types: Counter[str] = Counter()
-    conv_dtypes: Counter[str] = Counter()
-    for i in range(net.num_layers):
-        layer = net.get_layer(i)
-        types[layer.type.name] += 1
-        if layer.type in (trt.LayerType.CONVOLUTION, trt.LayerType.MATRIX_MULTIPLY):
-            conv_dtypes[layer.get_output(0).dtype.name] += 1
-    return {"types": types, "conv_dtypes": conv_dtypes}
+    return {"types": rtx_network_types(trt, data), "conv_dtypes": conv_output_dtypes(trt, data)}
 
 
 def rtx_build(onnx_path: Path, manifest: dict[str, Any], profile: BatchedProfile, tmp: Path) -> dict[str, Any]:
