@@ -28,6 +28,8 @@ from srdeploy.export.engines.export_step import EngineRequest, build_engine
 from srdeploy.export.manifest import BatchedProfile
 from srdeploy.models import descriptor, list_models
 
+from srdeploy.errors import ExportError
+
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings not installed (pip install "
                           "'srdeploy[rtx]')")
 
@@ -64,8 +66,33 @@ def rtx_build(onnx_path: Path, manifest: dict[str, Any], profile: BatchedProfile
     return eng
 
 
+# CI builds at a small profile (descriptor min, opt = max = 96x96 or the descriptor's max if smaller):
+# at the descriptor profiles (up to 720x1280) a build took up to 231 s (ASID-D8) and ESC-Real
+# fp32 more than 10 minutes on the shared 2-core machine, far over this file's CI share. The
+# descriptor profiles were built once by hand for docs/export.md's table; one test below keeps
+# esc.light fp32 at its descriptor profile, where the default workspace must grow.
+CI_SIDE = 96
+
+
 def _profile(name: str) -> BatchedProfile:
-    return BatchedProfile.from_shapes(descriptor(name).trt_profile)
+    from srdeploy.models.registry import ShapeProfile
+
+    from srdeploy.sizes import Size
+
+    p = descriptor(name).trt_profile
+    top = Size(min(max(CI_SIDE, p.min.h), p.max.h), min(max(CI_SIDE, p.min.w), p.max.w))
+    return BatchedProfile.from_shapes(ShapeProfile(p.min, top, top))
+
+
+@pytest.mark.tensorrt
+def test_rtx_fp32_esc_light_descriptor_profile_grows_the_default_workspace(exports, tmp_path: Path) -> None:
+    """Portable fp32 ESC materialises (windows, 4, 1024, 1024) scores: 4 GiB is not enough at
+    360x640, and the default workspace grows to what the builder asked for."""
+    res = exports.get("esc.light")
+    eng = rtx_build(res.onnx_path, res.manifest, BatchedProfile.from_shapes(descriptor("esc.light").trt_profile),
+                    tmp_path)
+    assert eng["workspace_source"] == "grown from the builder's request" and eng["workspace_mib"] > 4096
+    assert eng["builder_memory"]["activation_mib"] > 4096
 
 
 @pytest.mark.tensorrt
@@ -75,7 +102,7 @@ def test_rtx_builds_fp32(exports, name: str, tmp_path: Path) -> None:
     stats = network_stats(res.onnx_path.read_bytes())
     assert stats["conv_dtypes"]["FLOAT"] > 0 and stats["conv_dtypes"]["HALF"] == 0
     eng = rtx_build(res.onnx_path, res.manifest, _profile(name), tmp_path)
-    assert eng["workspace_source"] in ("default", "grown from the builder's request")
+    assert eng["workspace_source"] == "default"
 
 
 @pytest.mark.tensorrt
@@ -114,11 +141,26 @@ def _two_graph_shapes(res: Any, role: str) -> tuple[BatchedProfile, tuple[Any, .
     return prof, tuple((n, s["min"], s["opt"], s["max"]) for n, s in shapes.items())
 
 
+ENCODER_BUILD = pytest.mark.xfail(
+    strict=True, raises=ExportError,
+    reason="the encoder parses since its fold has no Col2Im, but TensorRT-RTX 1.7's Myelin fails shape inference "
+    "of the cross-scale attention's 0.5x Resize ('Resize shape dims should be non-negative'); not yet resolved",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", _params(TWO_GRAPH))
+def test_ciaosr_encoder_parses_in_rtx_without_col2im(exports, name: str) -> None:
+    res = exports.get(name)
+    path = res.outdir / res.manifest["graphs"]["encoder"]["file"]
+    assert not any(n.op_type == "Col2Im" for n in onnx.load(path).graph.node)
+    assert network_stats(path.read_bytes())["types"]  # parses (asserted inside)
+
+
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("name", _params(TWO_GRAPH))
-@pytest.mark.parametrize("role", ["encoder", "decoder"])
+@pytest.mark.parametrize("role", [pytest.param("encoder", marks=ENCODER_BUILD), "decoder"])
 def test_rtx_builds_ciaosr_graphs(exports, name: str, role: str, tmp_path: Path) -> None:
-    from srdeploy.export.engines import EngineFromOnnx, EngineOptions, memory_report  # noqa: F401
+    from srdeploy.export.engines import EngineFromOnnx, EngineOptions
 
     res = exports.get(name)
     path = res.outdir / res.manifest["graphs"][role]["file"]
