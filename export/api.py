@@ -2,7 +2,7 @@
 
 Stages, each a small function below, all reading one frozen :class:`~.config.ExportConfig`:
 check -> prepare (weights, fusion, plugins) -> ONNX from torch -> graph passes
-(:data:`srdeploy.export.passes.PASSES`, fp16 first) -> metadata + ``onnx.checker`` -> validate
+(:data:`srdeploy.export.passes.PASSES`: native attention, fp16, INT8) -> metadata + ``onnx.checker`` -> validate
 in ONNX Runtime against PyTorch -> write ``STEM.onnx`` + ``STEM.json`` atomically -> TensorRT
 engine (optional). Encoder/decoder models (CiaoSR) share every stage but ONNX-from-torch and
 validation (:mod:`.implicit_export`); one manifest builder serves both.
@@ -34,7 +34,8 @@ from srdeploy.sizes import Size
 
 from .compare import compare, tolerance_for
 from .config import ExportConfig
-from .engine import DeviceInfo, EngineOptions, EngineResult, TensorRTUnavailableError
+from .engines.base import DeviceInfo, EngineResult
+from .engines.export_step import EngineRequest, build_engine, resolve_engine
 from .manifest import BatchedProfile, artifact_stem, polygraphy_command, record, set_metadata, trtexec_command
 from .passes import PassContext, run_passes
 from .torch2onnx import Prepared, onnx_from_torch, prepare
@@ -164,6 +165,7 @@ class _Plan:
     from_flags: bool
     out: Path
     t_start: float
+    engine: EngineRequest | None = None  # the builder, imported before anything is exported
 
     @property
     def cases(self) -> list[Case]:
@@ -189,7 +191,7 @@ def export_model(
     """
     cfg = config if isinstance(config, ExportConfig) else ExportConfig.of(
         model=config, scale=scale, outdir=outdir, **settings)
-    plan = _check(cfg)
+    plan = _check(cfg, trt_api)
     prepared, plugin_ops = _prepare(plan, reuse)
     if plan.desc.graph == "encoder+decoder":
         return _export_two_graph_model(plan, prepared, plugin_ops)
@@ -211,12 +213,12 @@ def export_model(
     files = _write(plan.out, {f"{stem}.onnx": data}, stem, manifest)
     result = ExportResult(stem, plan.out, files, manifest, validation, prepared=prepared, fp32_graph=base,
                           onnx_model=graph)
-    if cfg.engine:
-        _build_engine(plan, result, bprof, libs, trt_api, device)
+    if plan.engine is not None:
+        _build_engine(plan, result, bprof, libs, device)
     return result
 
 
-def _check(cfg: ExportConfig) -> _Plan:
+def _check(cfg: ExportConfig, trt_api: ModuleType | None = None) -> _Plan:
     """Stage 0: the model, scale, precision and shapes make sense; the output folder is writable."""
     t_start = time.perf_counter()
     desc = descriptor(cfg.model)
@@ -228,7 +230,12 @@ def _check(cfg: ExportConfig) -> _Plan:
     profile, from_flags = resolve_profile(desc, cfg)
     out = Path(cfg.outdir)
     check_outdir(out)
-    return _Plan(cfg, desc, profile, from_flags, out, t_start)
+    if cfg.attention == "native" and cfg.plugins:
+        raise SrdeployError("--attention native and --plugins are two forms of the same layer; choose one")
+    # the engine builder is imported (and plugin graphs refused for TensorRT-RTX) before anything is exported
+    engine = resolve_engine(cfg.engine, trt_api=trt_api, plugins=cfg.plugins,
+                            compute_capabilities=cfg.compute_capabilities)
+    return _Plan(cfg, desc, profile, from_flags, out, t_start, engine)
 
 
 def _prepare(plan: _Plan, reuse: ExportResult | None) -> tuple[Prepared, list[str]]:
@@ -237,6 +244,10 @@ def _prepare(plan: _Plan, reuse: ExportResult | None) -> tuple[Prepared, list[st
     if reuse is not None and reuse.prepared is not None and reuse.fp32_graph is not None:
         return reuse.prepared, list(reuse.manifest.get("plugins", []))
     prepared = prepare(cfg.model, cfg.scale, cfg.weights, cfg.options, cfg.seed, dynamic=cfg.static is None)
+    if cfg.attention == "native":  # the cores write placeholders; the native_attention pass makes them Attention
+        from .native_attention import apply_native_attention
+
+        apply_native_attention(prepared, cfg.opset_or_default, cfg.plugins)
     plugin_ops: list[str] = []
     if cfg.plugins:
         from srdeploy.plugins import apply_plugins
@@ -262,8 +273,12 @@ def _onnx(plan: _Plan, prepared: Prepared, reuse: ExportResult | None) -> tuple[
     dyn: dict[str, dict[int, tuple[str, int]]] = {"lr": {0: ("N", 1)}}
     if cfg.static is None:
         dyn["lr"].update({2: ("H", max(desc.min_size, 2)), 3: ("W", max(desc.min_size, 2))})
-    exported = onnx_from_torch(prepared.module, (example,), dynamic_axes=dyn, opset=cfg.opset_or_default,
-                               exporter=cfg.exporter)
+    opset = cfg.opset_or_default
+    if cfg.attention == "native":
+        from srdeploy.models.attention import NATIVE_MIN_OPSET
+
+        opset = max(opset, NATIVE_MIN_OPSET)
+    exported = onnx_from_torch(prepared.module, (example,), dynamic_axes=dyn, opset=opset, exporter=cfg.exporter)
     return exported.model, {"exporter": exported.exporter, "seconds": exported.seconds, "notes": exported.notes}
 
 
@@ -415,24 +430,15 @@ def _write(out: Path, blobs: dict[str, bytes], stem: str, manifest: dict[str, An
 
 
 def _build_engine(
-    plan: _Plan, result: ExportResult, bprof: BatchedProfile, libs: list[str], trt_api: ModuleType | None,
-    device: DeviceInfo | None,
+    plan: _Plan, result: ExportResult, bprof: BatchedProfile, libs: list[str], device: DeviceInfo | None
 ) -> None:
-    """Stage 6: the TensorRT engine (cached by content), when asked for."""
-    from .engine import EngineFromOnnx, import_tensorrt
-
-    try:
-        api = trt_api if trt_api is not None else import_tensorrt()
-    except TensorRTUnavailableError as exc:
-        raise TensorRTUnavailableError(
-            f"{exc}; {result.stem}.onnx and {result.stem}.json were written to {result.outdir}, build with: "
-            f"{result.manifest['tensorrt']['trtexec']}"
-        ) from exc
+    """Stage 6: the engine in the chosen flavour (export/engines/), cached by content; its manifest section."""
+    assert plan.engine is not None
     cfg = plan.cfg
-    opts = EngineOptions((bprof,), workspace_bytes=cfg.workspace << 20, optimization_level=cfg.level,
-                         plugin_libraries=tuple(libs))
-    result.engine = EngineFromOnnx(result.onnx_path, opts, cache_dir=cfg.cache_dir, api=api, device=device)(
-        result.outdir / f"{result.stem}.engine"
+    result.engine = build_engine(
+        plan.engine, result.onnx_path, result.manifest_path, result.manifest, bprof, workspace_mib=cfg.workspace,
+        workspace_given=cfg.workspace_mib is not None, opt_level=cfg.level, plugin_libs=libs,
+        cache_dir=cfg.cache_dir, device=device,
     )
     result.files += [result.engine.engine_path, result.engine.sidecar_path]
 
@@ -503,7 +509,8 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
     }
     props = _record(plan, prepared, plugin_ops, "encoder+decoder")
     manifest = build_manifest(
-        plan, prepared, plugin_ops, props, stem, validation, inputs, {"fp16": None, "int8": None},
+        plan, prepared, plugin_ops, props, stem, validation, inputs,
+        {"attention": {"form": "portable"}, "fp16": None, "int8": None},
         graphs={
             "graphs": graph_sections,
             "onnx": {"opset": cfg.opset_or_default, "ir_version": graphs.encoder.ir_version,

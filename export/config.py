@@ -42,7 +42,9 @@ class ExportConfig:
     max_shape: Size | None = None
     max_batch: int = 1
     run_validation: bool = True
-    engine: bool = False
+    engine: bool | str = False  # True/"auto": TensorRT if its builder imports, else TensorRT-RTX; "tensorrt"; "rtx"
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets, e.g. ("7.5",); () = the library's set
+    attention: str = "portable"  # "native": ONNX Attention (opset 23) for the window-attention core
     plugins: bool = False
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     exporter: Exporter = "auto"
@@ -66,6 +68,11 @@ class ExportConfig:
             raise SrdeployError("--fp16-io needs --fp16")
         if self.max_batch < 1:
             raise SrdeployError("--max-batch must be >= 1")
+        object.__setattr__(self, "compute_capabilities", tuple(self.compute_capabilities))
+        if self.attention not in ("portable", "native"):
+            raise SrdeployError(f"--attention must be portable or native, not {self.attention!r}")
+        if self.engine not in (False, True, "auto", "tensorrt", "rtx"):
+            raise SrdeployError(f"--engine takes auto, tensorrt or rtx, not {self.engine!r}")
         if self.int8:
             if self.calib is None:
                 raise SrdeployError("--int8 needs calibration images: pass --calib DIR (a directory of at least 2 "

@@ -9,7 +9,7 @@ A graph pass is one module that defines an object with
   what it measured) and the problems validation must report (an empty list when none),
 
 and one registration line below. Passes run in list order, each on the previous one's output; the
-fp16 pass is first (INT8 and native attention passes register after it). See docs/where-to-add.md.
+native attention pass is first (it rewrites fp32 ops), then fp16, then INT8. See docs/where-to-add.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
-from . import fp16, int8
+from . import fp16, int8, native_attention
 from .compare import Tolerance
 
 
@@ -57,6 +57,7 @@ def register(p: GraphPass) -> GraphPass:
 
 
 # one line per pass, in the order they run
+register(native_attention.PASS)  # --attention native: before any precision pass
 register(fp16.PASS)
 register(int8.PASS)
 

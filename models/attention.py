@@ -29,7 +29,14 @@ import torch
 
 BiasIndex = Literal["k-q", "q-k"]
 
-__all__ = ["AttentionCore", "BiasIndex", "expand_bias", "window_attention"]
+__all__ = [
+    "AttentionCore",
+    "BiasIndex",
+    "expand_bias",
+    "native_window_attention",
+    "use_native_attention",
+    "window_attention",
+]
 
 
 class AttentionCore(Protocol):
@@ -104,3 +111,75 @@ def window_attention(
     bias = expand_bias(bias_table, window, bias_index).to(q.dtype)
     score = (q @ k.transpose(-2, -1)) * scale + bias
     return torch.softmax(score, dim=-1) @ v
+
+
+NATIVE_MIN_OPSET = 23
+# The exporters write this placeholder (TorchScript stops at opset 20); export/native_attention.py
+# rewrites it into the standard ``Attention`` node and raises the graph to opset 23.
+NATIVE_PLACEHOLDER_DOMAIN = "srdeploy.native"
+NATIVE_PLACEHOLDER_OP = "WindowAttention"
+NATIVE_BUILDERS = "TensorRT >= 10.14, TensorRT 11.x and TensorRT-RTX >= 1.7 (not TensorRT 10.3 / JetPack 6)"
+
+
+def native_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias_table: torch.Tensor,
+    *,
+    window: int,
+    bias_index: BiasIndex = "k-q",
+    scale: float | None = None,
+) -> torch.Tensor:
+    """:func:`window_attention` as ONE ONNX ``Attention`` node (opset 23) when exported.
+
+    The relative-position bias is the node's additive float mask ``(1, heads, N, N)``, gathered in
+    the graph from the compact table (the same two gathers as :func:`expand_bias`), so the graph
+    carries the compact table, not an expanded constant. Outside export it is :func:`window_attention`
+    itself. During export it writes a placeholder node (both exporters; ``torch.onnx.ops.attention``
+    adds shape guards on the window count that break the dynamic export, and TorchScript stops at
+    opset 20), which :func:`srdeploy.export.native_attention.to_native_attention` rewrites into ``Attention``.
+    TensorRT >= 10.14 / 11.x / TensorRT-RTX parse the node into their fused attention layer.
+    """
+    n, d = q.shape[-2], q.shape[-1]
+    if n != window * window:
+        raise ValueError(f"q has {n} tokens per window but window {window} needs {window * window}")
+    if bias_table.shape[0] != q.shape[1]:
+        raise ValueError(f"bias_table has {bias_table.shape[0]} heads but q has {q.shape[1]}")
+    if not torch.onnx.is_in_onnx_export():
+        return window_attention(q, k, v, bias_table, window=window, bias_index=bias_index, scale=scale)
+    bias = expand_bias(bias_table, window, bias_index).to(q.dtype).unsqueeze(0)
+    s = float(d**-0.5 if scale is None else scale)
+    if torch.compiler.is_exporting() or torch.compiler.is_compiling():
+        return torch.onnx.ops.symbolic(
+            f"{NATIVE_PLACEHOLDER_DOMAIN}::{NATIVE_PLACEHOLDER_OP}", [q, k, v, bias], {"scale": s},
+            dtype=q.dtype, shape=q.shape, version=1,
+        )  # fmt: skip
+    return _PlaceholderAttention.apply(q, k, v, bias, s)
+
+
+class _PlaceholderAttention(torch.autograd.Function):
+    """TorchScript-exporter path (opset <= 20): a placeholder node the export pass turns into Attention."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale: float):  # type: ignore[no-untyped-def]
+        return torch.softmax((q @ k.transpose(-2, -1)) * scale + bias, dim=-1) @ v
+
+    @staticmethod
+    def symbolic(g, q, k, v, bias, scale: float):  # type: ignore[no-untyped-def]
+        out = g.op(f"{NATIVE_PLACEHOLDER_DOMAIN}::{NATIVE_PLACEHOLDER_OP}", q, k, v, bias, scale_f=scale)
+        out.setType(q.type())
+        return out
+
+
+def use_native_attention(model: torch.nn.Module) -> int:
+    """Swap every contract-A attention core (``module.core is window_attention``) for the native form.
+
+    Returns how many modules were changed (0: the model has no such attention).
+    """
+    count = 0
+    for mod in model.modules():
+        if getattr(mod, "core", None) is window_attention:
+            mod.core = native_window_attention  # type: ignore[assignment]
+            count += 1
+    return count

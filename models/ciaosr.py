@@ -99,13 +99,42 @@ def one_hot_patches(channels: int, k: int, dtype: torch.dtype = torch.float32) -
     return eye.repeat(channels, 1, 1, 1)
 
 
+def fold_blocks(cols: torch.Tensor, size: tuple[int, int], kernel: int, stride: int, padding: int) -> torch.Tensor:
+    """``F.fold(cols, size, kernel_size=kernel, stride=stride, padding=padding)`` without ``Col2Im``.
+
+    For ``kernel = m * stride`` (CiaoSR: 6 = 3 x 2), the block a column places at block position
+    ``(y, x)`` splits into ``m x m`` sub-blocks of ``stride x stride`` pixels; sub-block ``(a, b)``
+    lands on the stride grid at ``(y + a, x + b)``. Each of the ``m*m`` sub-block planes is padded to
+    its offset and the planes are summed: the same additions as the fold (exact on values whose sums
+    are exact; otherwise equal up to the order of at most ``m*m`` terms), in Reshape / Pad / Add /
+    Transpose only, which every ONNX consumer takes (TensorRT and TensorRT-RTX reject Col2Im).
+    """
+    if kernel % stride:
+        raise ValueError(f"fold_blocks needs kernel a multiple of stride, got {kernel} and {stride}")
+    m = kernel // stride
+    b, ck = cols.shape[0], cols.shape[1]
+    c = ck // (kernel * kernel)
+    hb, wb = (size[0] + 2 * padding - kernel) // stride + 1, (size[1] + 2 * padding - kernel) // stride + 1
+    t = cols.reshape(b, c, m, stride, m, stride, hb, wb)
+    acc: torch.Tensor | None = None
+    for a in range(m):
+        for bb in range(m):
+            plane = F.pad(t[:, :, a, :, bb], (bb, m - 1 - bb, a, m - 1 - a))  # (b, c, s, s, hb+m-1, wb+m-1)
+            acc = plane if acc is None else acc + plane
+    assert acc is not None
+    gh, gw = hb + m - 1, wb + m - 1
+    full = acc.permute(0, 1, 4, 2, 5, 3).reshape(b, c, gh * stride, gw * stride)
+    return full[:, :, padding : padding + size[0], padding : padding + size[1]]
+
+
 class CrossScaleAttention(nn.Module):
     """Cross-scale non-local attention (s = 2, 3x3 matching, 6x6 reconstruction patches).
 
     Same function as the authors' per-sample conv / conv_transpose loop, written for export:
     the matching correlation is a batched MatMul against L2-normalised 3x3 patches of the
     half-resolution map, the softmax runs over those L = (H/2)(W/2) patches, and the transposed
-    convolution with the 6x6 embedding patches is a MatMul followed by ``F.fold`` (ONNX Col2Im).
+    convolution with the 6x6 embedding patches is a MatMul followed by a fold (:func:`fold_blocks`:
+    ``F.fold`` written without ONNX Col2Im, which TensorRT cannot parse).
     Memory is quadratic in the LR area (an (L, H*W) score matrix): keep LR tiles at 192, or set
     ``pixels_per_step`` (eager whole-image inference) to process the full-resolution pixels in
     bands of at most that many, each band's transposed convolution folded into its output rows.
@@ -165,7 +194,7 @@ class CrossScaleAttention(nn.Module):
         if rows >= hp:
             score = torch.softmax(torch.matmul(kern, patches.flatten(2)) * self.softmax_scale, dim=1)  # (b, L, HW)
             cols = torch.matmul(raw, score)  # (b, c*36, H*W)
-            y = F.fold(cols, output_size=(hp * s, wp * s), kernel_size=big, stride=s, padding=pad)
+            y = fold_blocks(cols, (hp * s, wp * s), big, s, pad)  # = F.fold, without ONNX Col2Im
         else:
             y = self._banded(kern, patches, raw, rows, big, pad)
         y = self.down(y) / 6.0

@@ -51,10 +51,24 @@ class TrtRunner(Runner):
         return rest[0] if len(rest) == 1 else rest
 
     def _load(self) -> None:
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise MissingDependencyError(f"TensorRT is not installed ({exc}); {INSTALL}") from exc
+        # the sidecar names the flavour: TensorRT-RTX engines load through TensorRT-RTX, and every
+        # engine is checked (sha256, version, RTX validity) before it is deserialised
+        from ..engine_check import check_engine_bytes, engine_flavour, import_rtx_runtime, read_sidecar
+
+        meta = read_sidecar(self.engine_path) if self.engine_path.is_file() else None
+        rtx = engine_flavour(meta) == "rtx"
+        if rtx:
+            trt = import_rtx_runtime()
+        else:
+            try:
+                import tensorrt as trt
+            except ImportError as exc:
+                raise MissingDependencyError(f"TensorRT is not installed ({exc}); {INSTALL}") from exc
+        if not self.engine_path.is_file():
+            raise SrdeployError(f"engine file {self.engine_path} does not exist; build one with sr-export --engine")
+        data = self.engine_path.read_bytes()
+        if hasattr(trt, "Runtime"):
+            check_engine_bytes(self.engine_path, data, trt, meta)  # before cuda-python and deserialisation
         if not hasattr(trt, "Runtime"):  # e.g. only the lean runtime's namespace package is installed
             raise MissingDependencyError(
                 "the full TensorRT Python bindings are not installed (tensorrt has no Runtime here); "
@@ -79,9 +93,10 @@ class TrtRunner(Runner):
             ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
         self._check(cudart.cudaSetDevice(self.options.device_index))
         logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")
+        if not rtx:
+            trt.init_libnvinfer_plugins(logger, "")
         runtime = trt.Runtime(logger)
-        self._engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        self._engine = runtime.deserialize_cuda_engine(data)
         if self._engine is None:
             raise BackendError(
                 f"TensorRT cannot deserialise {self.engine_path} (corrupt, or built for another TensorRT "

@@ -73,10 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "torch.onnx's lenient dynamo retries)")
     e.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime validation")
     e.add_argument("--validation-image", default=None, help="validate on crops of this image (default: seeded)")
+    e.add_argument("--attention", choices=["portable", "native"], default=None,
+                   help="window attention as matmul/softmax/matmul (portable, the default) or one ONNX Attention "
+                   "node per layer (native, opset 23: TensorRT >= 10.14, 11.x, TensorRT-RTX fuse it without a plugin)")
     e.add_argument("--plugins", action="store_true",
                    help="emit TensorRT plugin nodes (SRWindowAttention, CiaoSRLocalEnsemble) where the model has them")
     t = p.add_argument_group("TensorRT")
-    t.add_argument("--engine", action="store_true", help="also build STEM.engine (needs TensorRT)")
+    t.add_argument("--engine", nargs="?", const="auto", default=None, choices=["auto", "tensorrt", "rtx"],
+                   help="also build STEM.engine: tensorrt, rtx (TensorRT-RTX, CPU-only build), or no value for "
+                   "TensorRT when its builder imports, TensorRT-RTX otherwise")
+    t.add_argument("--compute-capability", action="append", default=None, metavar="X.Y",
+                   help="TensorRT-RTX target compute capability, e.g. 7.5 for Turing (repeatable; default: the "
+                   "library's portable set)")
     t.add_argument("--workspace", type=int, default=None, help="builder workspace limit in MiB (default 4096)")
     t.add_argument("--opt-level", type=int, default=None, help="builder optimisation level 0-5 (default 3)")
     t.add_argument("--cache-dir", default=None, help="engine cache (default: $SRDEPLOY_CACHE/engines)")
@@ -109,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         exporter=args.exporter, validation_image=args.validation_image, cache_dir=args.cache_dir,
         workspace_mib=args.workspace, opt_level=args.opt_level,
         int8=args.int8, calib=args.calib, calib_method=args.calib_method, int8_gate=args.int8_gate,
+        attention=args.attention,
+        compute_capabilities=tuple(args.compute_capability) if args.compute_capability else None,
     )
     result = export_model(config)
     m = result.manifest
@@ -126,6 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f = m["fp16"]
         print(f"fp16: {f['fp16_mac_fraction']:.1%} of the MACs in fp16, {f['num_islands']} fp32 islands",
               file=sys.stderr)
+    if result.engine is not None:
+        eng = m.get("engine", {})
+        mem = eng.get("builder_memory", {})
+        print(f"engine: {eng.get('library')} {eng.get('version')}, "
+              + ("cache hit (not rebuilt)" if result.engine.cached else f"built in {result.engine.build_seconds:.1f} s")
+              + (f", activations {mem['activation_mib']} MiB" if "activation_mib" in mem else ""), file=sys.stderr)
     if m.get("int8"):
         q = m["int8"]
         note = "" if q["quality_meaningful"] else " (seeded random weights: PSNR figures meaningless)"

@@ -121,14 +121,28 @@ def test_weights_for_another_model(tmp_path: Path, data_dir: Path, capsys) -> No
     assert _files(tmp_path) == []
 
 
-def test_engine_without_tensorrt_points_to_trtexec(tmp_path: Path, tiny_model: str, monkeypatch, capsys) -> None:
+def test_engine_without_a_builder_is_one_line_and_writes_nothing(tmp_path: Path, tiny_model: str, monkeypatch,
+                                                                 capsys) -> None:
+    """The builder is imported before the export: a missing one costs one line and no files."""
     import sys
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    code = main(["--model", tiny_model, "--scale", "2", "--engine", "-o", str(tmp_path), "--exporter", "torchscript"])
+    for mod in ("tensorrt_rtx", "tensorrt_rtx_bindings"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    for flag in (["--engine"], ["--engine", "tensorrt"], ["--engine", "rtx"]):
+        code = main(["--model", tiny_model, "--scale", "2", *flag, "-o", str(tmp_path), "--exporter", "torchscript"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code != 0 and len(err) == 1 and err[0].startswith("error: "), err
+        assert "pip install 'srdeploy[rtx]'" in err[0] or "trtexec" in err[0], err
+        assert _files(tmp_path) == []
+
+
+def test_plugins_with_rtx_is_one_line_before_anything(tmp_path: Path, tiny_model: str, capsys) -> None:
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings not installed")
+    code = main(["--model", tiny_model, "--scale", "2", "--plugins", "--engine", "rtx", "-o", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code != 0 and err[-1].startswith("error: TensorRT is not installed") and "trtexec --onnx=" in err[-1]
-    assert _files(tmp_path) == [f"{tiny_model}_x2.json", f"{tiny_model}_x2.onnx"]  # the manifest it points to
+    assert code != 0 and len(err) == 1 and "--attention native" in err[0], err
+    assert _files(tmp_path) == []
 
 
 def test_engine_with_tensorrt_double(tmp_path: Path, tiny_model: str) -> None:

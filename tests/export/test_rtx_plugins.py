@@ -1,0 +1,67 @@
+"""TensorRT-RTX as a checker of the plugins' build-time interface (ESC family plugin graphs).
+
+NVIDIA documents custom plugins as unsupported on TensorRT-RTX at run time, and ``sr-export``
+refuses ``--plugins --engine rtx``. The builder still calls every build-time method of a plugin
+(output shapes and types, formats, serialisation), so building the plugin graphs here checks our
+plugin library against a real NVIDIA builder. Each build runs in a subprocess with the
+``libtensorrt_rtx.so`` symlink (see rtx_plugin_build.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from srdeploy.models import descriptor
+from srdeploy.plugins import build
+
+rtx_libs = pytest.importorskip("tensorrt_rtx_libs", reason="TensorRT-RTX libs not installed (srdeploy[rtx])")
+pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings not installed (srdeploy[rtx])")
+
+BUILD_DIR = build.REPO_ROOT / "build" / "plugins"
+ESC_FAMILY = ["esc.light", "esc", pytest.param("esc.fp", marks=pytest.mark.slow),
+              pytest.param("esc.real", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module")
+def plugin_lib() -> Path:
+    missing = build.tools_missing()
+    if missing:
+        pytest.skip(f"native plugin build needs nvcc and cmake: {missing}")
+    build.build_native(BUILD_DIR)
+    lib = BUILD_DIR / build.LIBRARIES["plugins"]
+    assert lib.is_file()
+    return lib
+
+
+@pytest.fixture(scope="module")
+def rtx_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    libdir = Path(next(iter(rtx_libs.__path__)))
+    link_dir = tmp_path_factory.mktemp("rtx_symlink")
+    (link_dir / "libtensorrt_rtx.so").symlink_to(libdir / "libtensorrt_rtx.so.1")
+    return {**os.environ, "LD_LIBRARY_PATH": f"{link_dir}:{libdir}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("name", ESC_FAMILY)
+def test_plugin_graph_builds_in_rtx(name: str, plugin_lib: Path, rtx_env: dict[str, str], tmp_path: Path) -> None:
+    from srdeploy.export.api import export_model
+
+    res = export_model(name, min(descriptor(name).scales or (2,)), tmp_path, plugins=True, run_validation=False)
+    p = descriptor(name).trt_profile
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("rtx_plugin_build.py")), str(res.onnx_path), str(plugin_lib),
+         str(p.min), str(p.opt), str(p.max)],
+        capture_output=True, text=True, timeout=600, env=rtx_env,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    n_nodes = sum(1 for n in __import__("onnx").load(res.onnx_path).graph.node if n.op_type == "SRWindowAttention")
+    assert "SRWindowAttention" in out["creators"]
+    assert out["layer_types"].get("PLUGIN_V3", 0) == n_nodes > 0, out["layer_types"]
+    assert out["engine_bytes"] > 100_000 and out["memory"].get("activation_mib", 0) > 0
+    print(f"{name} plugins: {n_nodes} plugin layers, {out['engine_bytes'] / 2**20:.1f} MiB, {out['memory']}")
