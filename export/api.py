@@ -211,6 +211,9 @@ def export_model(
     data = _finalise(graph, props)
     stem = artifact_stem(cfg.model, cfg.scale, cfg.fp16, bool(plugin_ops) or cfg.plugins)
     validation = _validate_single(plan, prepared, data, inputs, problems, stem) if cfg.run_validation else None
+    extra = {}
+    if validation is not None and cfg.fp16 and plugin_ops:
+        extra["fp16_plugins_vs_portable"] = _compare_portable_fp16(plan, prepared, inputs, validation, stem)
     bprof = BatchedProfile.from_shapes(plan.profile, cfg.max_batch)
     libs = _plugin_libs(plugin_ops)
     manifest = build_manifest(
@@ -218,6 +221,7 @@ def export_model(
         graphs={"onnx": _single_graph_section(plan, graph, data, stem, onnx_facts)},
         tensorrt=_tensorrt_section(plan, stem, bprof, libs),
         export_seconds=onnx_facts["seconds"],
+        extra=extra,
     )
     files = _write(plan.out, {f"{stem}.onnx": data}, stem, manifest)
     result = ExportResult(stem, plan.out, files, manifest, validation, prepared=prepared, fp32_graph=base,
@@ -330,6 +334,47 @@ def _validate_single(
     if not validation.passed:
         raise ExportError(f"validation of {stem} failed, nothing written: " + "; ".join(validation.failures[:4]))
     return validation
+
+
+#: how much worse (worst-case PSNR) the fp16 plugin graph may validate than the portable fp16 graph
+PLUGIN_FP16_MARGIN_DB = 1.0
+
+
+def _compare_portable_fp16(
+    plan: _Plan, prepared: Prepared, inputs: list[tuple[Case, np.ndarray]], plugin_validation: Validation, stem: str
+) -> dict[str, Any]:
+    """Validate the portable fp16 graph (same model, weights and fp16 pass, no plugins) through the
+    same gate against the same PyTorch fp32 reference, and require the fp16 plugin graph to be no
+    more than :data:`PLUGIN_FP16_MARGIN_DB` worse. Measured on every ``--fp16 --plugins`` export."""
+    cfg = plan.cfg
+    portable = prepare(cfg.model, cfg.scale, cfg.weights, cfg.options, cfg.seed, dynamic=cfg.static is None)
+    base, _ = _onnx(plan, portable, None)
+    graph, _, problems = run_passes(base, _pass_context(plan, portable, inputs))
+    tol = tolerance_for("fp16", prepared.weights_kind)
+    session = onnxlayer.session(graph, onnxlayer.SessionConfig(intra_op_threads=2))
+    val = validate(session, torch_reference(prepared.reference), inputs, "fp16", tol,
+                   np.float16 if cfg.fp16_io else np.float32)
+    val.failures.extend(problems)
+    if not val.passed or val.worst is None or plugin_validation.worst is None:
+        raise ExportError(
+            f"{stem}: the portable fp16 graph (the plugin graph's yardstick) failed validation, nothing written: "
+            + "; ".join(val.failures[:3])
+        )
+    got, ref = plugin_validation.worst.psnr_db, val.worst.psnr_db
+    if got < ref - PLUGIN_FP16_MARGIN_DB:
+        raise ExportError(
+            f"{stem}: the fp16 plugin graph validates at {got:.2f} dB, more than {PLUGIN_FP16_MARGIN_DB} dB below "
+            f"the portable fp16 graph ({ref:.2f} dB); nothing written. Export without --plugins, or fix the plugin"
+        )
+    return {
+        "reference": "PyTorch fp32",
+        "plugins_fp16": {"psnr_db": round(got, 3), "max_rel_err": plugin_validation.worst.max_rel_err},
+        "portable_fp16": {"psnr_db": round(ref, 3), "max_rel_err": val.worst.max_rel_err,
+                          "cases": [{"input": str(c), **cmp.as_dict()} for c, cmp in val.results]},
+        "delta_db": round(got - ref, 3),
+        "allowed_drop_db": PLUGIN_FP16_MARGIN_DB,
+        "passed": True,
+    }
 
 
 def _single_graph_section(

@@ -149,11 +149,14 @@ def _plugin(node: onnx.NodeProto) -> Any:
     return PLUGINS.get(node.op_type) if node.domain == PLUGIN_DOMAIN else None
 
 
-def _plugin_fp16_inputs(node: onnx.NodeProto, plugin: Any) -> list[int]:
-    """Inputs of a plugin node that the spec and kernel allow in fp16 (all of them or none: the
-    plugin's output has its first input's type)."""
-    allowed = plugin.fp16_inputs()
-    return [i for i in range(len(node.input)) if i < len(allowed) and allowed[i]]
+def _plugin_fp16_inputs(node: onnx.NodeProto, plugin: Any, data_tensors: set[str]) -> list[int]:
+    """Inputs of an fp16 plugin node that become fp16: those the spec ties to the first input's
+    type, and the others the spec allows in fp16 when they are on the data path. An input with its
+    own dtype list that is a weight (SRWindowAttention's bias table) stays fp32, like Resize's
+    ``scales``: it costs nothing and keeps the bias exact."""
+    allowed, tied = plugin.fp16_inputs(), plugin.spec.follows_first()
+    return [i for i in range(min(len(node.input), len(allowed)))
+            if allowed[i] and (tied[i] or node.input[i] in data_tensors)]
 
 
 def _same_type_inputs(node: onnx.NodeProto, schema: Any) -> list[int]:
@@ -221,8 +224,8 @@ def _islands(
         elif any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
             reason = "control flow (subgraph)"
         elif (plugin := _plugin(node)) is not None:
-            if not plugin.fp16 or len(_plugin_fp16_inputs(node, plugin)) != len(node.input):
-                reason = f"plugin {node.op_type}: its spec/kernel does not allow fp16 on every input"
+            if not plugin.fp16:
+                reason = f"plugin {node.op_type}: no fp16 kernel variant (registry) or spec allows no fp16"
         elif _schema(node, info.opset) is None:
             reason = f"no ONNX schema for {node.domain}::{node.op_type} (unregistered custom op)"
         if reason is not None:
@@ -285,7 +288,7 @@ def _rewrite(
         if half:
             plugin = _plugin(node)
             if plugin is not None:
-                follow = _plugin_fp16_inputs(node, plugin)
+                follow = _plugin_fp16_inputs(node, plugin, info.data_tensors)
             else:
                 follow = _same_type_inputs(node, _schema(node, info.opset))
             for i in follow:

@@ -59,7 +59,8 @@ def register_reference_ops() -> None:
                 attrs=attrs or None)(_kernel(plugin.numpy_reference, tuple(plugin.pyop_attrs)))
         if plugin.fp16_emulation is not None:
             onnx_op(op_type=f"{PLUGIN_DOMAIN}::{plugin.op_type}{EMULATION_SUFFIX}", inputs=[f32] * plugin.pyop_inputs,
-                    outputs=[f32], attrs=attrs or None)(_fp16_kernel(plugin.fp16_emulation, tuple(plugin.pyop_attrs)))
+                    outputs=[f32], attrs=attrs or None)(
+                _fp16_kernel(plugin.fp16_emulation, tuple(plugin.pyop_attrs), plugin.spec.follows_first()))
     _REGISTERED = True
 
 
@@ -72,12 +73,13 @@ def _kernel(fn: Any, attr_names: tuple[str, ...]) -> Any:
     return run
 
 
-def _fp16_kernel(fn: Any, attr_names: tuple[str, ...]) -> Any:
-    """The fp16 emulation behind an fp32 PyOp: inputs back to fp16 (exact: they were cast from
-    fp16), the kernel's fp16 algorithm, the fp16 result widened (exact) for PyOp."""
+def _fp16_kernel(fn: Any, attr_names: tuple[str, ...], tied: tuple[bool, ...]) -> Any:
+    """The fp16 emulation behind an fp32 PyOp: the inputs typed like the first back to fp16
+    (exact: they were cast from fp16), the others (an fp32 or fp16 bias table) as given, the
+    kernel's fp16 algorithm, the fp16 result widened (exact) for PyOp."""
 
     def run(*tensors: np.ndarray, **attrs: Any) -> np.ndarray:
-        half = [t.astype(np.float16) for t in tensors]
+        half = [t.astype(np.float16) if i < len(tied) and tied[i] else t for i, t in enumerate(tensors)]
         return np.asarray(fn(*half, **{k: attrs[k] for k in attr_names})).astype(np.float32)
 
     return run

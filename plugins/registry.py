@@ -142,11 +142,15 @@ def register(plugin: PluginDef) -> PluginDef:
 def _emulated_window_attention(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, table: np.ndarray, *, window: int, bias_index: str, scale: float
 ) -> np.ndarray:
-    """``windowAttentionF16`` replayed on CPU (fp16 q, k, v, table in; fp16 out)."""
-    from .emulation import emulate_window_attention
+    """``windowAttentionF16`` replayed on CPU register by register (fp16 q, k, v; fp16 out).
 
-    return emulate_window_attention(q, k, v, table, window=int(window), bias_index=str(bias_index),
-                                    scale=float(scale) if scale else None)
+    The lane-level replay, not the algorithm-level :func:`~srdeploy.plugins.emulation.emulate_window_attention`:
+    on esc.light x2 (seeded weights) the two differ by ~0.9 dB end to end, and the lane replay is
+    the one that follows the kernel's instructions. Slow, but validation sizes are small."""
+    from .emulation import emulate_window_attention_f16_lanes
+
+    return emulate_window_attention_f16_lanes(q, k, v, table, window=int(window), bias_index=str(bias_index),
+                                              scale=float(scale) if scale else None)
 
 
 def _emulated_local_ensemble(query: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:

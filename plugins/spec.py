@@ -50,6 +50,14 @@ class PluginSpec:
         """Per input (spec order): whether the spec lets it be float16 (``"same as X"`` follows X)."""
         return self._allows(self.inputs, "float16")
 
+    def follows_first(self) -> tuple[bool, ...]:
+        """Per input: whether its dtype must equal the first input's (``"same as <first>"``).
+
+        The others (SRWindowAttention's ``bias_table``) may keep their own type: a weight stays
+        fp32 in an fp16 graph, as the kernel's ``supportsFormatCombination`` allows."""
+        first = self.inputs[0]["name"]
+        return tuple(i == 0 or list(e.get("dtypes", [])) == [f"same as {first}"] for i, e in enumerate(self.inputs))
+
     def fp16_outputs(self) -> tuple[bool, ...]:
         """Per output: whether the spec lets it be float16."""
         return self._allows(self.outputs, "float16")
