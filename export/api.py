@@ -207,6 +207,7 @@ def export_model(
     base, onnx_facts = _onnx(plan, prepared, reuse)
     inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
     graph, sections, problems = run_passes(base, _pass_context(plan, prepared, inputs))
+    plugin_ops = _written_plugins(plan, plugin_ops, {"sr": graph})
     props = _record(plan, prepared, plugin_ops, "sr")
     data = _finalise(graph, props)
     stem = artifact_stem(cfg.model, cfg.scale, cfg.fp16, bool(plugin_ops) or cfg.plugins)
@@ -492,6 +493,22 @@ def _build_engine(
     result.files += [result.engine.engine_path, result.engine.sidecar_path]
 
 
+def _written_plugins(plan: _Plan, swapped: Sequence[str], graphs: dict[str, onnx.ModelProto]) -> list[str]:
+    """The plugin ops the written graphs hold (what the manifest, metadata, trtexec and Polygraphy
+    commands name), checked against the plugin swap: every swapped plugin must appear in some
+    graph and no graph may hold a plugin that was not swapped in."""
+    held = {role: onnxlayer.custom_ops(g) for role, g in graphs.items()}
+    written = sorted({op for ops in held.values() for op in ops})
+    if sorted(swapped) != written:
+        where = ", ".join(f"{role}: {ops or 'none'}" for role, ops in held.items())
+        raise ExportError(
+            f"{plan.cfg.model}: the plugin swap put in {sorted(swapped) or 'none'} but the exported graphs hold "
+            f"plugin nodes {where}; nothing written. The exporter traced around the plugin emitter "
+            "(see srdeploy.plugins.onnx_ops); try --exporter torchscript"
+        )
+    return written
+
+
 def _plugin_libs(plugin_ops: Sequence[str]) -> list[str]:
     if not plugin_ops:
         return []
@@ -515,6 +532,7 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
     m = desc.size_multiple
     lo = -(-max(desc.min_size, 16) // m) * m
     graphs = export_two_graphs(prepared, lo, cfg.opset_or_default, cfg.exporter, cfg.seed)
+    plugin_ops = _written_plugins(plan, plugin_ops, {"encoder": graphs.encoder, "decoder": graphs.decoder})
     stem = artifact_stem(desc.name, prepared.scale, False, bool(plugin_ops))
     inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
     blobs: dict[str, bytes] = {}
@@ -542,7 +560,6 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
         for name, c in (("feat_k", ck), ("feat_v", cv), ("lr", 3))
     }
     dec_shapes.update({k: {"min": (1, 1, 2), "opt": (1, chunk, 2), "max": (1, chunk, 2)} for k in ("coord", "cell")})
-    libs = _plugin_libs(plugin_ops)
     graph_sections = {
         role: {
             "file": f"{stem}.{role}.onnx",
@@ -550,8 +567,11 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
             "inputs": [i.name for i in g.graph.input],
             "outputs": [o.name for o in g.graph.output],
             "trtexec": trtexec_command(f"{stem}.{role}.onnx", f"{stem}.{role}.engine", shapes,
-                                       workspace_mib=cfg.workspace, opt_level=cfg.level, plugin_libs=libs),
-            "polygraphy": polygraphy_command(f"{stem}.{role}.onnx", shapes, plugin_libs=libs),
+                                       workspace_mib=cfg.workspace, opt_level=cfg.level,
+                                       plugin_libs=_plugin_libs(onnxlayer.custom_ops(g))),
+            "polygraphy": polygraphy_command(f"{stem}.{role}.onnx", shapes,
+                                             plugin_libs=_plugin_libs(onnxlayer.custom_ops(g))),
+            "plugins": onnxlayer.custom_ops(g),
         }
         for role, g, shapes in (("encoder", graphs.encoder, enc_shapes), ("decoder", graphs.decoder, dec_shapes))
     }

@@ -143,3 +143,30 @@ def test_esc_fp16_plugin_graph_against_portable_fp16_graph(plugin16: Any, export
     assert got.shape == want.shape == (1, 3, 32, 48)
     # two fp16 graphs of one fp32 model: each is ~55-60 dB from fp32, so they agree to > 45 dB
     assert compare(got, want).psnr_db > 45.0
+
+
+def test_manifest_plugins_come_from_the_written_graph(plugin16: Any) -> None:
+    m = onnx.load(str(plugin16.onnx_path))
+    held = onnxlayer.custom_ops(m)
+    assert held == ["SRWindowAttention"]
+    man = plugin16.manifest
+    assert man["plugins"] == held
+    libs = man["tensorrt"]["plugin_libraries"]
+    assert len(libs) == 1
+    for cmd in (man["tensorrt"]["trtexec"], man["tensorrt"]["polygraphy"]):
+        assert libs[0] in cmd and plugin16.onnx_path.name in cmd
+
+
+def test_swap_and_written_graph_must_agree() -> None:
+    from types import SimpleNamespace
+
+    from srdeploy.export.api import _written_plugins
+
+    plan = SimpleNamespace(cfg=SimpleNamespace(model="ciaosr"))
+    graph = _attention_graph()
+    assert _written_plugins(plan, ["SRWindowAttention"], {"sr": graph}) == ["SRWindowAttention"]  # type: ignore[arg-type]
+    with pytest.raises(ExportError, match="decoder: none"):
+        bare = onnx.ModelProto()
+        bare.CopyFrom(graph)
+        del bare.graph.node[2]
+        _written_plugins(plan, ["CiaoSRLocalEnsemble"], {"encoder": bare, "decoder": bare})  # type: ignore[arg-type]
