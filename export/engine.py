@@ -178,10 +178,10 @@ def build_serialized_engine(
         trt = api if api is not None else import_tensorrt()
 
     logger = trt.Logger(trt.Logger.WARNING)
-    registry = trt.get_plugin_registry()
+    from srdeploy.plugins.library import load_plugin_library  # type: ignore[import-not-found,unused-ignore]  # mypy cannot follow the editable mapping of srdeploy.plugins
+
     for lib in options.plugin_libraries:
-        if registry.load_library(lib) is None:
-            raise ExportError(f"TensorRT could not load plugin library {lib}; build it for this TensorRT/GPU")
+        load_plugin_library(trt, lib)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
