@@ -77,6 +77,17 @@ def test_pass_types_plugin_node_fp16_and_ort_runs_the_kernel_emulation() -> None
     assert 0 < np.abs(got - ref).max() / np.abs(ref).max() < 2e-2  # fp16 error: present, and small
 
 
+@pytest.mark.parametrize(("shape", "window", "bias_index"), [((3, 2, 64, 16), 8, "k-q"), ((2, 2, 64, 32), 8, "q-k")])
+def test_batched_lane_replay_is_the_per_warp_replay(shape: tuple[int, ...], window: int, bias_index: str) -> None:
+    from srdeploy.plugins.emulation import emulate_window_attention_f16_lanes_batched
+
+    q, k, v = (RNG.standard_normal(shape).astype(np.float16) for _ in range(3))
+    table = RNG.standard_normal((shape[1], (2 * window - 1) ** 2)).astype(np.float32)
+    a = emulate_window_attention_f16_lanes(q, k, v, table, window=window, bias_index=bias_index)
+    b = emulate_window_attention_f16_lanes_batched(q, k, v, table, window=window, bias_index=bias_index)
+    np.testing.assert_array_equal(a, b)
+
+
 def test_plugin_node_becomes_island_only_by_measurement() -> None:
     x = RNG.standard_normal((1, HEADS, N, DIM)).astype(np.float32) * 8000.0  # |v| near fp16 max / margin
     _, report, _ = fp16.convert(_attention_graph(), {"x": x})
