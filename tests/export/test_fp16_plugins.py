@@ -143,16 +143,17 @@ def test_esc_fp16_plugin_graph_nodes_fp16_unless_measured(plugin16: Any) -> None
         if name in reasons:  # an fp32 plugin node needs a measured reason
             assert reasons[name].startswith(MEASURED), (name, reasons[name])
         else:
-            assert set(ins) == {TensorProto.FLOAT16} and outs == [TensorProto.FLOAT16], name
+            # q, k, v fp16; the bias table (a weight with its own dtype in the spec) stays fp32
+            assert ins == [TensorProto.FLOAT16] * 3 + [TensorProto.FLOAT] and outs == [TensorProto.FLOAT16], name
 
 
 def test_esc_fp16_plugin_graph_against_portable_fp16_graph(plugin16: Any, exports: Any) -> None:
     portable = exports.get("esc.light", fp16=True)
     assert not onnxlayer.custom_ops(portable.onnx_model) and onnxlayer.custom_ops(plugin16.onnx_model)
-    x = RNG.random((1, 3, 16, 24), dtype=np.float32)
+    x = RNG.random((1, 3, 18, 26), dtype=np.float32)  # a validation size (reflect padding to 32 needs > 16)
     got = onnxlayer.session(plugin16.onnx_model).run(None, {"lr": x})[0]
     want = onnxlayer.session(portable.onnx_model).run(None, {"lr": x})[0]
-    assert got.shape == want.shape == (1, 3, 32, 48)
+    assert got.shape == want.shape == (1, 3, 36, 52)
     # two fp16 graphs of one fp32 model: each is ~55-60 dB from fp32, so they agree to > 45 dB
     assert compare(got, want).psnr_db > 45.0
 
