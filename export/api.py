@@ -198,10 +198,14 @@ def export_model(
     base, onnx_facts = _onnx(plan, prepared, reuse)
     inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
     graph, sections, problems = run_passes(base, _pass_context(plan, prepared, inputs))
+    plugin_ops = _written_plugins(plan, plugin_ops, {"sr": graph})
     props = _record(plan, prepared, plugin_ops, "sr")
     data = _finalise(graph, props)
     stem = artifact_stem(cfg.model, cfg.scale, cfg.fp16, bool(plugin_ops) or cfg.plugins, cfg.int8)
     validation = _validate_single(plan, prepared, data, inputs, problems, stem) if cfg.run_validation else None
+    extra = {}
+    if validation is not None and cfg.fp16 and plugin_ops:
+        extra["fp16_plugins_vs_portable"] = _compare_portable_fp16(plan, prepared, inputs, validation, stem)
     bprof = BatchedProfile.from_shapes(plan.profile, cfg.max_batch)
     libs = _plugin_libs(plugin_ops)
     manifest = build_manifest(
@@ -209,6 +213,7 @@ def export_model(
         graphs={"onnx": _single_graph_section(plan, graph, data, stem, onnx_facts)},
         tensorrt=_tensorrt_section(plan, stem, bprof, libs),
         export_seconds=onnx_facts["seconds"],
+        extra=extra,
     )
     files = _write(plan.out, {f"{stem}.onnx": data}, stem, manifest)
     result = ExportResult(stem, plan.out, files, manifest, validation, prepared=prepared, fp32_graph=base,
@@ -337,6 +342,47 @@ def _validate_single(
     return validation
 
 
+#: how much worse (worst-case PSNR) the fp16 plugin graph may validate than the portable fp16 graph
+PLUGIN_FP16_MARGIN_DB = 1.0
+
+
+def _compare_portable_fp16(
+    plan: _Plan, prepared: Prepared, inputs: list[tuple[Case, np.ndarray]], plugin_validation: Validation, stem: str
+) -> dict[str, Any]:
+    """Validate the portable fp16 graph (same model, weights and fp16 pass, no plugins) through the
+    same gate against the same PyTorch fp32 reference, and require the fp16 plugin graph to be no
+    more than :data:`PLUGIN_FP16_MARGIN_DB` worse. Measured on every ``--fp16 --plugins`` export."""
+    cfg = plan.cfg
+    portable = prepare(cfg.model, cfg.scale, cfg.weights, cfg.options, cfg.seed, dynamic=cfg.static is None)
+    base, _ = _onnx(plan, portable, None)
+    graph, _, problems = run_passes(base, _pass_context(plan, portable, inputs))
+    tol = tolerance_for("fp16", prepared.weights_kind)
+    session = onnxlayer.session(graph, onnxlayer.SessionConfig(intra_op_threads=2))
+    val = validate(session, torch_reference(prepared.reference), inputs, "fp16", tol,
+                   np.float16 if cfg.fp16_io else np.float32)
+    val.failures.extend(problems)
+    if not val.passed or val.worst is None or plugin_validation.worst is None:
+        raise ExportError(
+            f"{stem}: the portable fp16 graph (the plugin graph's yardstick) failed validation, nothing written: "
+            + "; ".join(val.failures[:3])
+        )
+    got, ref = plugin_validation.worst.psnr_db, val.worst.psnr_db
+    if got < ref - PLUGIN_FP16_MARGIN_DB:
+        raise ExportError(
+            f"{stem}: the fp16 plugin graph validates at {got:.2f} dB, more than {PLUGIN_FP16_MARGIN_DB} dB below "
+            f"the portable fp16 graph ({ref:.2f} dB); nothing written. Export without --plugins, or fix the plugin"
+        )
+    return {
+        "reference": "PyTorch fp32",
+        "plugins_fp16": {"psnr_db": round(got, 3), "max_rel_err": plugin_validation.worst.max_rel_err},
+        "portable_fp16": {"psnr_db": round(ref, 3), "max_rel_err": val.worst.max_rel_err,
+                          "cases": [{"input": str(c), **cmp.as_dict()} for c, cmp in val.results]},
+        "delta_db": round(got - ref, 3),
+        "allowed_drop_db": PLUGIN_FP16_MARGIN_DB,
+        "passed": True,
+    }
+
+
 def _single_graph_section(
     plan: _Plan, graph: onnx.ModelProto, data: bytes, stem: str, facts: dict[str, Any]
 ) -> dict[str, Any]:
@@ -443,6 +489,22 @@ def _build_engine(
     result.files += [result.engine.engine_path, result.engine.sidecar_path]
 
 
+def _written_plugins(plan: _Plan, swapped: Sequence[str], graphs: dict[str, onnx.ModelProto]) -> list[str]:
+    """The plugin ops the written graphs hold (what the manifest, metadata, trtexec and Polygraphy
+    commands name), checked against the plugin swap: every swapped plugin must appear in some
+    graph and no graph may hold a plugin that was not swapped in."""
+    held = {role: onnxlayer.custom_ops(g) for role, g in graphs.items()}
+    written = sorted({op for ops in held.values() for op in ops})
+    if sorted(swapped) != written:
+        where = ", ".join(f"{role}: {ops or 'none'}" for role, ops in held.items())
+        raise ExportError(
+            f"{plan.cfg.model}: the plugin swap put in {sorted(swapped) or 'none'} but the exported graphs hold "
+            f"plugin nodes {where}; nothing written. The exporter traced around the plugin emitter "
+            "(see srdeploy.plugins.onnx_ops); try --exporter torchscript"
+        )
+    return written
+
+
 def _plugin_libs(plugin_ops: Sequence[str]) -> list[str]:
     if not plugin_ops:
         return []
@@ -467,6 +529,7 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
     m = desc.size_multiple
     lo = -(-max(desc.min_size, 16) // m) * m
     graphs = export_two_graphs(prepared, lo, cfg.opset_or_default, cfg.exporter, cfg.seed)
+    plugin_ops = _written_plugins(plan, plugin_ops, {"encoder": graphs.encoder, "decoder": graphs.decoder})
     stem = artifact_stem(desc.name, prepared.scale, False, bool(plugin_ops))
     inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
     blobs: dict[str, bytes] = {}
@@ -494,7 +557,6 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
         for name, c in (("feat_k", ck), ("feat_v", cv), ("lr", 3))
     }
     dec_shapes.update({k: {"min": (1, 1, 2), "opt": (1, chunk, 2), "max": (1, chunk, 2)} for k in ("coord", "cell")})
-    libs = _plugin_libs(plugin_ops)
     graph_sections = {
         role: {
             "file": f"{stem}.{role}.onnx",
@@ -502,8 +564,11 @@ def _export_two_graph_model(plan: _Plan, prepared: Prepared, plugin_ops: list[st
             "inputs": [i.name for i in g.graph.input],
             "outputs": [o.name for o in g.graph.output],
             "trtexec": trtexec_command(f"{stem}.{role}.onnx", f"{stem}.{role}.engine", shapes,
-                                       workspace_mib=cfg.workspace, opt_level=cfg.level, plugin_libs=libs),
-            "polygraphy": polygraphy_command(f"{stem}.{role}.onnx", shapes, plugin_libs=libs),
+                                       workspace_mib=cfg.workspace, opt_level=cfg.level,
+                                       plugin_libs=_plugin_libs(onnxlayer.custom_ops(g))),
+            "polygraphy": polygraphy_command(f"{stem}.{role}.onnx", shapes,
+                                             plugin_libs=_plugin_libs(onnxlayer.custom_ops(g))),
+            "plugins": onnxlayer.custom_ops(g),
         }
         for role, g, shapes in (("encoder", graphs.encoder, enc_shapes), ("decoder", graphs.decoder, dec_shapes))
     }

@@ -11,7 +11,12 @@ that stay fp32:
   0-255 internal ranges): ``reason = "overflow"``;
 * nodes singled out by the precision-escalation loop in :func:`fp16_from_onnx` (measured error
   gain): ``reason = "precision"``;
-* nodes without an ONNX schema (plugins) or with subgraphs.
+* nodes with subgraphs, nodes without an ONNX schema that are not registered plugins, and
+  plugin inputs the plugin's spec (``plugins/<Op>.json``, per input) does not allow in fp16.
+
+Registered plugin nodes (:data:`srdeploy.plugins.registry.PLUGINS`) are typed like any other
+node: their inputs and outputs become fp16 where the spec allows and the kernel has an fp16
+variant, and they become islands only by the same measurements (overflow, error gain).
 
 Shape arithmetic (anything not reachable from the image input through float tensors) is left in
 fp32, so sizes never round. Casts are inserted at region borders, fp16 copies of initializers are
@@ -31,6 +36,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from srdeploy import onnxlayer
+from srdeploy.errors import ExportError, SrdeployError
 
 FP16_MAX = 65504.0
 
@@ -135,6 +141,24 @@ def _schema(node: onnx.NodeProto, opset: int) -> Any:
         return None
 
 
+def _plugin(node: onnx.NodeProto) -> Any:
+    """The registered plugin (``PluginDef``) of ``node``, or ``None`` for any other node."""
+    from srdeploy.plugins.registry import PLUGINS
+    from srdeploy.plugins.spec import PLUGIN_DOMAIN
+
+    return PLUGINS.get(node.op_type) if node.domain == PLUGIN_DOMAIN else None
+
+
+def _plugin_fp16_inputs(node: onnx.NodeProto, plugin: Any, data_tensors: set[str]) -> list[int]:
+    """Inputs of an fp16 plugin node that become fp16: those the spec ties to the first input's
+    type, and the others the spec allows in fp16 when they are on the data path. An input with its
+    own dtype list that is a weight (SRWindowAttention's bias table) stays fp32, like Resize's
+    ``scales``: it costs nothing and keeps the bias exact."""
+    allowed, tied = plugin.fp16_inputs(), plugin.spec.follows_first()
+    return [i for i in range(min(len(node.input), len(allowed)))
+            if allowed[i] and (tied[i] or node.input[i] in data_tensors)]
+
+
 def _same_type_inputs(node: onnx.NodeProto, schema: Any) -> list[int]:
     """Indices of the inputs typed by a type variable that admits float16 (they follow the data).
 
@@ -199,8 +223,11 @@ def _islands(
             reason = f"overflow: |x| up to {worst:.4g} (limit {overflow_limit:.4g})"
         elif any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
             reason = "control flow (subgraph)"
+        elif (plugin := _plugin(node)) is not None:
+            if not plugin.fp16:
+                reason = f"plugin {node.op_type}: no fp16 kernel variant (registry) or spec allows no fp16"
         elif _schema(node, info.opset) is None:
-            reason = f"no ONNX schema for {node.domain}::{node.op_type} (plugin)"
+            reason = f"no ONNX schema for {node.domain}::{node.op_type} (unregistered custom op)"
         if reason is not None:
             out[idx] = Island(name, node.op_type, reason)
     return out
@@ -259,8 +286,12 @@ def _rewrite(
         node = copy.deepcopy(node)
         half = idx in info.data_nodes and idx not in islands
         if half:
-            schema = _schema(node, info.opset)
-            for i in _same_type_inputs(node, schema):
+            plugin = _plugin(node)
+            if plugin is not None:
+                follow = _plugin_fp16_inputs(node, plugin, info.data_tensors)
+            else:
+                follow = _same_type_inputs(node, _schema(node, info.opset))
+            for i in follow:
                 name = node.input[i]
                 if name and dtype.get(name, _FLOAT) in (_FLOAT, _HALF):
                     node.input[i] = as_fp16(name)
@@ -477,9 +508,18 @@ class Fp16Pass:
     def run(self, graph: onnx.ModelProto, ctx: Any) -> tuple[onnx.ModelProto, dict[str, Any], list[str]]:
         calib = ctx.calibration
         target = ctx.tolerance.min_psnr_db if ctx.tolerance.min_psnr_db is not None else FP16_DEFAULT_TARGET_DB
-        out, report, history = derive_fp16(
-            graph, calib, ctx.reference(calib), target, io_fp16=bool(ctx.config.fp16_io), psnr=ctx.psnr
-        )
+        try:
+            out, report, history = derive_fp16(
+                graph, calib, ctx.reference(calib), target, io_fp16=bool(ctx.config.fp16_io), psnr=ctx.psnr
+            )
+        except SrdeployError:
+            raise
+        except Exception as exc:  # onnx/onnxruntime/numpy failures inside the pass: one line, nothing written
+            first = " ".join(str(exc).split())[:300]
+            raise ExportError(
+                f"the fp16 pass failed ({type(exc).__name__}: {first}); nothing written. Export without --fp16, "
+                "or report this with the model name and flags"
+            ) from exc
         problems = []
         if report.fp16_mac_fraction < FP16_MIN_MAC_FRACTION:
             problems.append(

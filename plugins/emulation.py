@@ -249,3 +249,125 @@ def emulate_window_attention_f16_lanes(
                     out[bw, head, row_lo, nt * 8 + 2 * _T + e] = (o[nt][:, e] * (1 / l_lo)).astype(np.float16)
                     out[bw, head, row_hi, nt * 8 + 2 * _T + e] = (o[nt][:, e + 2] * (1 / l_hi)).astype(np.float16)
     return out
+
+
+def _mma16816_batched(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """:func:`_mma16816` for many warps at once (leading dims are independent warps)."""
+    lead = a.shape[:-2]
+    amat = np.zeros((*lead, 16, 16), np.float32)
+    bmat = np.zeros((*lead, 16, 8), np.float32)
+    cmat = np.zeros((*lead, 16, 8), np.float32)
+    for r, (dr, dc) in enumerate([(0, 0), (0, 1), (8, 0), (8, 1), (0, 8), (0, 9), (8, 8), (8, 9)]):
+        amat[..., _G + dr, 2 * _T + dc] = a[..., r]
+    for r, dk in enumerate([0, 1, 8, 9]):
+        bmat[..., 2 * _T + dk, _G] = b[..., r]
+    for r, (dr, dc) in enumerate([(0, 0), (0, 1), (8, 0), (8, 1)]):
+        cmat[..., _G + dr, 2 * _T + dc] = c[..., r]
+    dmat = np.matmul(amat, bmat) + cmat
+    return np.stack([dmat[..., _G + dr, 2 * _T + dc] for dr, dc in [(0, 0), (0, 1), (8, 0), (8, 1)]], axis=-1)
+
+
+def emulate_window_attention_f16_lanes_batched(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    bias_table: np.ndarray,
+    *,
+    window: int,
+    bias_index: str = "k-q",
+    scale: float | None = None,
+) -> np.ndarray:
+    """:func:`emulate_window_attention_f16_lanes` with every (window, head) warp set replayed at
+    once: the same per-lane registers, shared-memory addresses and instruction order, vectorised
+    over the windows and heads (which the kernel runs in independent CTAs). Fast enough for
+    validating whole fp16 plugin graphs on CPU."""
+    if q.dtype != np.float16:
+        raise TypeError("the fp16 kernel takes float16 q, k, v")
+    tile = int(load_spec(WINDOW_ATTENTION).kernel["key_tile"])
+    n, d = q.shape[-2], q.shape[-1]
+    span = 2 * window - 1
+    log_w = int(window).bit_length() - 1
+    sign = 1 if bias_index == "k-q" else -1
+    scale_log2e = np.float32(np.float32(d**-0.5 if scale is None else scale) * LOG2E)
+    stride_k, stride_v = d + 8, tile + 8
+    lead = q.shape[:2]
+    out = np.full(q.shape, np.nan, dtype=np.float16)
+    table = bias_table.astype(np.float32) * LOG2E  # (heads, span^2)
+
+    def key_offset(key: np.ndarray) -> np.ndarray:
+        return (key >> log_w) * span + (key & (window - 1))
+
+    def bias(idx: np.ndarray) -> np.ndarray:
+        return table[:, idx][None]  # (1, heads, 32)
+
+    for q_tile, warp in np.ndindex(n // tile, 4):
+        row_lo = q_tile * tile + warp * 16 + _G
+        row_hi = row_lo + 8
+        a_q = [
+            np.stack([q[:, :, row_lo, ks * 16 + 2 * _T], q[:, :, row_lo, ks * 16 + 2 * _T + 1],
+                      q[:, :, row_hi, ks * 16 + 2 * _T], q[:, :, row_hi, ks * 16 + 2 * _T + 1],
+                      q[:, :, row_lo, ks * 16 + 2 * _T + 8], q[:, :, row_lo, ks * 16 + 2 * _T + 9],
+                      q[:, :, row_hi, ks * 16 + 2 * _T + 8], q[:, :, row_hi, ks * 16 + 2 * _T + 9]], axis=-1)
+            for ks in range(d // 16)
+        ]  # fmt: skip
+        q_base_lo = (window - 1) * span + (window - 1) - sign * key_offset(row_lo)
+        q_base_hi = (window - 1) * span + (window - 1) - sign * key_offset(row_hi)
+        m_lo = np.full((*lead, WARP), -np.inf, np.float32)
+        m_hi = np.full((*lead, WARP), -np.inf, np.float32)
+        l_lo = np.zeros((*lead, WARP), np.float32)
+        l_hi = np.zeros((*lead, WARP), np.float32)
+        o = np.zeros((d // 8, *lead, WARP, 4), np.float32)
+        for kt in range(n // tile):
+            s_k = np.zeros((*lead, tile * stride_k), np.float16)
+            s_vt = np.zeros((*lead, d * stride_v), np.float16)
+            for c in range(tile * d // 8):
+                key, d0 = c // (d // 8), (c % (d // 8)) * 8
+                s_k[..., key * stride_k + d0 : key * stride_k + d0 + 8] = k[:, :, kt * tile + key, d0 : d0 + 8]
+                s_vt[..., (d0 + np.arange(8)) * stride_v + key] = v[:, :, kt * tile + key, d0 : d0 + 8]
+            s = np.zeros((tile // 8, *lead, WARP, 4), np.float32)
+            for nt in range(tile // 8):
+                k_row = (nt * 8 + _G) * stride_k + 2 * _T
+                for ks in range(d // 16):
+                    b = np.stack([s_k[..., k_row + ks * 16], s_k[..., k_row + ks * 16 + 1],
+                                  s_k[..., k_row + ks * 16 + 8], s_k[..., k_row + ks * 16 + 9]], axis=-1)  # fmt: skip
+                    s[nt] = _mma16816_batched(a_q[ks], b, s[nt])
+            tm_lo = np.full((*lead, WARP), -np.inf, np.float32)
+            tm_hi = np.full((*lead, WARP), -np.inf, np.float32)
+            for nt in range(tile // 8):
+                for e in range(2):
+                    k_off = sign * key_offset(kt * tile + nt * 8 + 2 * _T + e)
+                    s[nt][..., e] = s[nt][..., e] * scale_log2e + bias(q_base_lo + k_off)
+                    s[nt][..., e + 2] = s[nt][..., e + 2] * scale_log2e + bias(q_base_hi + k_off)
+                    tm_lo = np.maximum(tm_lo, s[nt][..., e])
+                    tm_hi = np.maximum(tm_hi, s[nt][..., e + 2])
+            for off in (1, 2):
+                tm_lo = np.maximum(tm_lo, tm_lo[..., _LANE ^ off])
+                tm_hi = np.maximum(tm_hi, tm_hi[..., _LANE ^ off])
+            new_lo, new_hi = np.maximum(m_lo, tm_lo), np.maximum(m_hi, tm_hi)
+            with np.errstate(invalid="ignore"):
+                alpha_lo, alpha_hi = np.exp2(m_lo - new_lo), np.exp2(m_hi - new_hi)
+            m_lo, m_hi = new_lo, new_hi
+            l_lo, l_hi = l_lo * alpha_lo, l_hi * alpha_hi
+            o[..., 0:2] *= alpha_lo[None, ..., None]
+            o[..., 2:4] *= alpha_hi[None, ..., None]
+            for nt in range(tile // 8):
+                s[nt][..., 0:2] = np.exp2(s[nt][..., 0:2] - new_lo[..., None])
+                s[nt][..., 2:4] = np.exp2(s[nt][..., 2:4] - new_hi[..., None])
+                l_lo = l_lo + (s[nt][..., 0] + s[nt][..., 1])
+                l_hi = l_hi + (s[nt][..., 2] + s[nt][..., 3])
+            for kk in range(tile // 16):
+                p = np.concatenate([s[2 * kk][..., 0:2], s[2 * kk][..., 2:4], s[2 * kk + 1][..., 0:2],
+                                    s[2 * kk + 1][..., 2:4]], axis=-1).astype(np.float16)  # fmt: skip
+                for nt in range(d // 8):
+                    v_row = (nt * 8 + _G) * stride_v + kk * 16 + 2 * _T
+                    b = np.stack([s_vt[..., v_row], s_vt[..., v_row + 1], s_vt[..., v_row + 8], s_vt[..., v_row + 9]],
+                                 axis=-1)
+                    o[nt] = _mma16816_batched(p, b, o[nt])
+        for off in (1, 2):
+            l_lo = l_lo + l_lo[..., _LANE ^ off]
+            l_hi = l_hi + l_hi[..., _LANE ^ off]
+        for nt in range(d // 8):
+            for e in range(2):
+                out[:, :, row_lo, nt * 8 + 2 * _T + e] = (o[nt][..., e] * (1 / l_lo)).astype(np.float16)
+                out[:, :, row_hi, nt * 8 + 2 * _T + e] = (o[nt][..., e + 2] * (1 / l_hi)).astype(np.float16)
+    return out

@@ -34,6 +34,14 @@ def _plugin_attrs(op_type: str) -> dict[str, Any]:
     return {"plugin_version": spec.plugin_version, "plugin_namespace": spec.plugin_namespace}
 
 
+def _emitting() -> bool:
+    """True while an ONNX graph is being traced: inside ``torch.onnx.export`` and inside the
+    ``torch.export.export`` that the dynamo path runs first on its own (where
+    ``torch.onnx.is_in_onnx_export()`` is still False, so without this the reference ops were
+    traced and the CiaoSR decoder lost its plugin node)."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
+
+
 def _legacy_export() -> bool:
     """True inside the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``)."""
     return torch.onnx.is_in_onnx_export() and not (torch.compiler.is_exporting() or torch.compiler.is_compiling())
@@ -87,7 +95,7 @@ def plugin_window_attention(
     if _legacy_export():
         s = float(q.shape[-1] ** -0.5 if scale is None else scale)
         return _LegacyWindowAttention.apply(q, k, v, bias_table, int(window), bias_index, s)
-    if torch.onnx.is_in_onnx_export():
+    if _emitting():
         head_dim = int(q.shape[-1])
         attrs: dict[str, Any] = {
             "window": int(window),
@@ -111,7 +119,7 @@ def plugin_local_ensemble(query: torch.Tensor, keys: torch.Tensor, values: torch
     """Contract-B function: one CiaoSRLocalEnsemble node at export, the reference otherwise."""
     if _legacy_export():
         return _LegacyLocalEnsemble.apply(query, keys, values)
-    if torch.onnx.is_in_onnx_export():
+    if _emitting():
         return torch.onnx.ops.symbolic(
             f"{PLUGIN_DOMAIN}::{LOCAL_ENSEMBLE}",
             [query, keys, values],

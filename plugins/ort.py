@@ -6,7 +6,11 @@ every plugin in :data:`srdeploy.plugins.registry.PLUGINS` in domain ``trt.plugin
 
 PyOp only handles fp32: an fp16 tensor reaching a PyOp aborts the whole process ("Type float16
 not supported by python customops api"). :func:`prepare_session` therefore wraps every plugin
-node whose inputs are fp16 in Cast(fp32) -> plugin -> Cast(fp16) (``cast_wrap_plugins``), and
+node whose inputs are fp16 in Cast(fp32) -> ``<Op>_Fp16Emulation`` -> Cast(fp16)
+(``cast_wrap_plugins``). The wrapped op is not the fp32 reference: its PyOp kernel turns the
+(exactly representable) fp32 inputs back into fp16 and runs the plugin's ``fp16_emulation``, the
+CPU replay of the fp16 CUDA kernel's algorithm (fp16 operands, fp32 accumulation, P rounded to
+fp16, fp16 output), so an fp16 plugin graph validates with the kernel's numerics. And
 ``run_isolated`` runs a graph in a child process so that an abort fails a check instead of
 killing the caller. Usage::
 
@@ -35,6 +39,8 @@ __all__ = ["cast_wrap_plugins", "np_local_ensemble", "np_window_attention", "ort
            "prepare_session", "register_reference_ops", "run_isolated"]
 
 _REGISTERED = False
+#: op-type suffix of the cast-wrapped fp16 plugin nodes (registered by :func:`register_reference_ops`)
+EMULATION_SUFFIX = "_Fp16Emulation"
 _PYOP_ATTR_TYPES = {"int": "dt_int64", "string": "dt_string", "float": "dt_float"}
 
 
@@ -51,6 +57,10 @@ def register_reference_ops() -> None:
         attrs = {name: getattr(PyCustomOpDef, _PYOP_ATTR_TYPES[kind]) for name, kind in plugin.pyop_attrs.items()}
         onnx_op(op_type=f"{PLUGIN_DOMAIN}::{plugin.op_type}", inputs=[f32] * plugin.pyop_inputs, outputs=[f32],
                 attrs=attrs or None)(_kernel(plugin.numpy_reference, tuple(plugin.pyop_attrs)))
+        if plugin.fp16_emulation is not None:
+            onnx_op(op_type=f"{PLUGIN_DOMAIN}::{plugin.op_type}{EMULATION_SUFFIX}", inputs=[f32] * plugin.pyop_inputs,
+                    outputs=[f32], attrs=attrs or None)(
+                _fp16_kernel(plugin.fp16_emulation, tuple(plugin.pyop_attrs), plugin.spec.follows_first()))
     _REGISTERED = True
 
 
@@ -63,11 +73,25 @@ def _kernel(fn: Any, attr_names: tuple[str, ...]) -> Any:
     return run
 
 
+def _fp16_kernel(fn: Any, attr_names: tuple[str, ...], tied: tuple[bool, ...]) -> Any:
+    """The fp16 emulation behind an fp32 PyOp: the inputs typed like the first back to fp16
+    (exact: they were cast from fp16), the others (an fp32 or fp16 bias table) as given, the
+    kernel's fp16 algorithm, the fp16 result widened (exact) for PyOp."""
+
+    def run(*tensors: np.ndarray, **attrs: Any) -> np.ndarray:
+        half = [t.astype(np.float16) if i < len(tied) and tied[i] else t for i, t in enumerate(tensors)]
+        return np.asarray(fn(*half, **{k: attrs[k] for k in attr_names})).astype(np.float32)
+
+    return run
+
+
 def cast_wrap_plugins(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """Copy of ``model`` with fp16 plugin nodes wrapped in Cast(fp32) ... Cast(fp16).
+    """Copy of ``model`` with fp16 plugin nodes wrapped in Cast(fp32) -> emulation -> Cast(fp16).
 
     A plugin node counts as fp16 when its first input is fp16 (its output has the first input's
-    type). Returns (model, number of wrapped nodes).
+    type); it becomes ``<Op>_Fp16Emulation`` (the fp16 kernel's CPU replay). A plugin whose kernel
+    has no fp16 variant cannot hold fp16 tensors (the fp16 pass never types it so): error.
+    Returns (model, number of wrapped nodes).
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -81,7 +105,13 @@ def cast_wrap_plugins(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if types.get(node.input[0]) != TensorProto.FLOAT16:
             new_nodes.append(node)
             continue
+        if PLUGINS[node.op_type].fp16_emulation is None:
+            raise BackendError(
+                f"plugin node {node.name or node.op_type} takes fp16 but {node.op_type} has no fp16 kernel; "
+                "re-export with the current sr-export (it keeps such nodes in fp32)"
+            )
         wrapped += 1
+        node.op_type = f"{node.op_type}{EMULATION_SUFFIX}"
         inputs = []
         for i, name in enumerate(node.input):
             cast_name = f"{node.name or node.op_type}_in{i}_f32"

@@ -36,6 +36,32 @@ class PluginSpec:
     tolerances: dict[str, dict[str, float]]
     raw: dict[str, Any]
 
+    def _allows(self, entries: tuple[dict[str, Any], ...], dtype: str) -> tuple[bool, ...]:
+        by_name = {e["name"]: e for e in self.inputs}
+        out = []
+        for e in entries:
+            dtypes = list(e.get("dtypes", []))
+            while len(dtypes) == 1 and str(dtypes[0]).startswith("same as "):  # "same as q" follows q
+                dtypes = list(by_name[str(dtypes[0]).removeprefix("same as ")].get("dtypes", []))
+            out.append(dtype in dtypes)
+        return tuple(out)
+
+    def fp16_inputs(self) -> tuple[bool, ...]:
+        """Per input (spec order): whether the spec lets it be float16 (``"same as X"`` follows X)."""
+        return self._allows(self.inputs, "float16")
+
+    def follows_first(self) -> tuple[bool, ...]:
+        """Per input: whether its dtype must equal the first input's (``"same as <first>"``).
+
+        The others (SRWindowAttention's ``bias_table``) may keep their own type: a weight stays
+        fp32 in an fp16 graph, as the kernel's ``supportsFormatCombination`` allows."""
+        first = self.inputs[0]["name"]
+        return tuple(i == 0 or list(e.get("dtypes", [])) == [f"same as {first}"] for i, e in enumerate(self.inputs))
+
+    def fp16_outputs(self) -> tuple[bool, ...]:
+        """Per output: whether the spec lets it be float16."""
+        return self._allows(self.outputs, "float16")
+
     def max_rel(self, key: str) -> float:
         """Tolerance ``max|diff|/max|ref|`` for ``key`` (``float32``, ``float16``, ``emulation_vs_...``)."""
         try:

@@ -289,10 +289,10 @@ def build_serialized_engine(
 
     captured: list[tuple[int, str]] = []
     logger = make_logger(trt, captured, log)
-    registry = trt.get_plugin_registry()
+    from srdeploy.plugins.library import load_plugin_library  # the one loader (runner and builder alike)
+
     for lib in options.plugin_libraries:
-        if registry.load_library(lib) is None:
-            raise ExportError(f"{flavour.display} could not load plugin library {lib}; build it for this TensorRT/GPU")
+        load_plugin_library(trt, lib)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)

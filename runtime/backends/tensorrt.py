@@ -5,7 +5,6 @@ No PyTorch; TensorRT and cuda-python are imported when the runner loads.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,10 +86,9 @@ class TrtRunner(Runner):
         if not self.engine_path.is_file():
             raise SrdeployError(f"engine file {self.engine_path} does not exist; build one with sr-export --engine")
         if self.options.plugin_library:
-            lib = Path(self.options.plugin_library)
-            if not lib.is_file():
-                raise SrdeployError(f"plugin library {lib} does not exist; build plugins/ with CMake first")
-            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+            from srdeploy.plugins.library import load_plugin_library
+
+            load_plugin_library(trt, self.options.plugin_library)  # the builder's way, one library name
         self._check(cudart.cudaSetDevice(self.options.device_index))
         logger = trt.Logger(trt.Logger.WARNING)
         if not rtx:

@@ -132,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{max(c['max_rel_err'] for c in val['cases']):.3g}, PSNR {float(worst['psnr_db']):.2f} dB",
             file=sys.stderr,
         )
+    if m.get("fp16_plugins_vs_portable"):
+        c = m["fp16_plugins_vs_portable"]
+        print(f"fp16 plugins vs portable fp16 (both against PyTorch fp32): {c['plugins_fp16']['psnr_db']:.2f} dB vs "
+              f"{c['portable_fp16']['psnr_db']:.2f} dB (allowed drop {c['allowed_drop_db']} dB)", file=sys.stderr)
     if m["fp16"]:
         f = m["fp16"]
         print(f"fp16: {f['fp16_mac_fraction']:.1%} of the MACs in fp16, {f['num_islands']} fp32 islands",

@@ -69,14 +69,22 @@ def test_no_removed_tensorrt_11_api_in_builder_source() -> None:
         assert f"trt.{banned}" not in code and f".{banned}" not in code.replace("BuilderFlag.FP16/INT8", "")
 
 
-def test_plugin_libraries_are_loaded_and_failure_is_clear() -> None:
+def test_plugin_libraries_are_loaded_and_failure_is_clear(tmp_path: Path) -> None:
+    from srdeploy.errors import BackendError, MissingDependencyError
+
+    good, bad = tmp_path / "libsrplug.so", tmp_path / "bad.so"
+    good.write_bytes(b"")
+    bad.write_bytes(b"")
     trt = FakeTensorRT()
-    eng.build_serialized_engine(b"g", _opts(plugin_libraries=("/x/libsrplug.so",)), api=trt, log=lambda m: None)
-    assert ("PluginRegistry.load_library", ("/x/libsrplug.so",)) in trt.calls
+    eng.build_serialized_engine(b"g", _opts(plugin_libraries=(str(good),)), api=trt, log=lambda m: None)
+    assert ("PluginRegistry.load_library", (str(good),)) in trt.calls
     trt = FakeTensorRT()
-    trt.bad_plugins.add("/x/bad.so")
-    with pytest.raises(ExportError, match=r"could not load plugin library /x/bad.so"):
-        eng.build_serialized_engine(b"g", _opts(plugin_libraries=("/x/bad.so",)), api=trt, log=lambda m: None)
+    trt.bad_plugins.add(str(bad))
+    with pytest.raises(BackendError, match=r"could not load plugin library .*bad.so"):
+        eng.build_serialized_engine(b"g", _opts(plugin_libraries=(str(bad),)), api=trt, log=lambda m: None)
+    with pytest.raises(MissingDependencyError, match=r"does not exist; build it with `python -m srdeploy"):
+        eng.build_serialized_engine(b"g", _opts(plugin_libraries=(str(tmp_path / "none.so"),)), api=FakeTensorRT(),
+                                    log=lambda m: None)
 
 
 def test_parser_errors_and_failed_build_raise() -> None:
