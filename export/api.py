@@ -230,16 +230,16 @@ def _check(cfg: ExportConfig, trt_api: ModuleType | None = None) -> _Plan:
     desc.check_scale(cfg.scale)
     if cfg.fp16 and not desc.fp16:
         raise SrdeployError(f"{cfg.model} does not support fp16 deployment (descriptor fp16=False); drop --fp16")
-    if cfg.plugins and not desc.plugin_points:
-        raise SrdeployError(f"{cfg.model} has no TensorRT plugin points (descriptor plugin_points=()); drop --plugins")
-    profile, from_flags = resolve_profile(desc, cfg)
-    out = Path(cfg.outdir)
-    check_outdir(out)
     if cfg.attention == "native" and cfg.plugins:
         raise SrdeployError("--attention native and --plugins are two forms of the same layer; choose one")
     # the engine builder is imported (and plugin graphs refused for TensorRT-RTX) before anything is exported
     engine = resolve_engine(cfg.engine, trt_api=trt_api, plugins=cfg.plugins,
                             compute_capabilities=cfg.compute_capabilities)
+    if cfg.plugins and not desc.plugin_points:
+        raise SrdeployError(f"{cfg.model} has no TensorRT plugin points (descriptor plugin_points=()); drop --plugins")
+    profile, from_flags = resolve_profile(desc, cfg)
+    out = Path(cfg.outdir)
+    check_outdir(out)
     return _Plan(cfg, desc, profile, from_flags, out, t_start, engine)
 
 

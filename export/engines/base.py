@@ -289,7 +289,7 @@ def build_serialized_engine(
 
     captured: list[tuple[int, str]] = []
     logger = make_logger(trt, captured, log)
-    from srdeploy.plugins.library import load_plugin_library  # the one loader (runner and builder alike)
+    from srdeploy.plugins.library import load_plugin_library  # type: ignore[import-not-found,unused-ignore]  # the one loader; mypy cannot follow the editable mapping
 
     for lib in options.plugin_libraries:
         load_plugin_library(trt, lib)
