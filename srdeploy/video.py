@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -207,20 +206,14 @@ def upscale_frames(
 @contextlib.contextmanager
 def _atomic_video(dest: Path) -> Iterator[Path]:
     """A hidden temporary file beside ``dest`` with the same extension, renamed onto it on success."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent)
-    except OSError as exc:
-        raise SrdeployError(f"cannot write into {dest.parent} ({exc.strerror}); choose another -o") from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+    from .atomic import atomic_path
+
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp_path = stack.enter_context(atomic_path(dest, keep_suffix=True))
+        except OSError as exc:  # only the temporary file's creation, not the writer's own errors
+            raise SrdeployError(f"cannot write into {dest.parent} ({exc.strerror}); choose another -o") from exc
         yield tmp_path
-        os.replace(tmp_path, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
 
 
 def _bits(pix_fmt: str | None) -> int:

@@ -19,6 +19,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -209,19 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_scaleout(args, inputs)
     if args.onnx or args.engine:
         return _main_runtime(args, inputs)
-    if args.scale is None:
-        raise SrdeployError("--model needs --scale")
-    try:
-        from srdeploy import models
-    except ImportError as exc:
-        raise SrdeployError(f"--model needs PyTorch ({exc}); pip install 'srdeploy[torch]'") from exc
-    # validate everything cheap before touching the output directory
-    desc = models.descriptor(args.model)
-    desc.check_scale(args.scale)
-    tiling = resolve_tiling(args, desc.default_tiling)
-    if tiling is not None and tiling.tile < desc.min_size:
-        raise SrdeployError(f"--tile {tiling.tile} is below {args.model}'s minimum input size {desc.min_size}")
-    model = models.build(args.model, args.scale, args.weights)
+    desc, _, model = torch_model(args)
     outdir = Path(args.output)
     check_outdir(outdir)
     predict = torch_predict(model)
@@ -233,6 +222,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     for w in written:
         print(w)
     return 0
+
+
+def torch_model(args: argparse.Namespace) -> tuple[Any, Tiling | None, Any]:
+    """``--model``: (descriptor, fixed tiling from the flags, built model), checking the cheap things
+    (scale, tile size) before the model is built and before any output is touched."""
+    if args.scale is None:
+        raise SrdeployError("--model needs --scale")
+    try:
+        from srdeploy import models
+    except ImportError as exc:
+        raise SrdeployError(f"--model needs PyTorch ({exc}); pip install 'srdeploy[torch]'") from exc
+    desc = models.descriptor(args.model)
+    desc.check_scale(args.scale)
+    tiling = resolve_tiling(args, desc.default_tiling)
+    if tiling is not None and tiling.tile < desc.min_size:
+        raise SrdeployError(f"--tile {tiling.tile} is below {args.model}'s minimum input size {desc.min_size}")
+    return desc, tiling, models.build(args.model, args.scale, args.weights)
 
 
 def _main_runtime(args: argparse.Namespace, inputs: list[Path]) -> int:

@@ -98,7 +98,7 @@ def destinations(inputs: list[Path], output: str, suffix: str) -> list[Path]:
 
 @contextmanager
 def _predictor(args: argparse.Namespace) -> Iterator[tuple[Predict, int, Tiling | None]]:
-    from srdeploy.cli.upscale import min_size_guard, resolve_tiling, torch_predict
+    from srdeploy.cli.upscale import min_size_guard, resolve_tiling, torch_model, torch_predict
 
     if args.onnx or args.engine:
         from srdeploy.runtime.backends import RunOptions
@@ -114,18 +114,7 @@ def _predictor(args: argparse.Namespace) -> Iterator[tuple[Predict, int, Tiling 
         with predictor:
             yield min_size_guard(predictor, art.model, art.min_size), int(predictor.scale), tiling
         return
-    if args.scale is None:
-        raise SrdeployError("--model needs --scale")
-    try:
-        from srdeploy import models
-    except ImportError as exc:
-        raise SrdeployError(f"--model needs PyTorch ({exc}); pip install 'srdeploy[torch]'") from exc
-    desc = models.descriptor(args.model)
-    desc.check_scale(args.scale)
-    tiling = resolve_tiling(args, desc.default_tiling)
-    if tiling is not None and tiling.tile < desc.min_size:
-        raise SrdeployError(f"--tile {tiling.tile} is below {args.model}'s minimum input size {desc.min_size}")
-    model = models.build(args.model, args.scale, args.weights)
+    desc, tiling, model = torch_model(args)
     yield min_size_guard(torch_predict(model), args.model, desc.min_size), args.scale, tiling
 
 

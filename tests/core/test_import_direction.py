@@ -18,7 +18,6 @@ LAZY_ALLOWED: dict[str, tuple[str, ...]] = {
     # the command-line entry points: --model / sr-export need the torch side, imported on use
     "srdeploy/cli/export.py": FORBIDDEN,
     "srdeploy/cli/upscale.py": FORBIDDEN,
-    "srdeploy/cli/upscale_video.py": FORBIDDEN,  # sr-upscale --model on a video
     "srdeploy/cli/bench.py": FORBIDDEN,
     "srdeploy/cli/weights.py": FORBIDDEN,
 }
