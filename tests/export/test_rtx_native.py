@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from srdeploy.export.validate import ort_session
 from srdeploy.models._testing import seeded_input
+
+from srdeploy.onnxlayer import session as ort_session
 
 MODEL = "esc.light"
 
