@@ -8,6 +8,7 @@ shares this cluster, and the job sizes stay small.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 from rt_helpers import save_tiny
 
 SIZES = [(150, 190), (190, 150), (141, 173)]  # mixed LR sizes, HxW
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers() -> Iterator[None]:
+    """Ray (and the in-process scale-out CLIs) replace SIGINT/SIGTERM handlers; later tests (and
+    the child processes they start, which inherit an ignored SIGINT) need Python's own back."""
+    saved = {s: signal.getsignal(s) for s in _SIGNALS}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +39,11 @@ def ray_cluster() -> Iterator[str]:
     """Start a 2-CPU local cluster on loopback; yield its GCS address; always shut it down."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'srdeploy[ray]')")
     pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'srdeploy[ray]')")
+    saved = {s: signal.getsignal(s) for s in _SIGNALS}
     ray.init(address="local", include_dashboard=False, num_cpus=2, _node_ip_address="127.0.0.1",
              log_to_driver=False, logging_level=logging.WARNING)
+    for s, h in saved.items():  # the driver's handlers would outlive this fixture's users (see above)
+        signal.signal(s, h)
     try:
         yield str(ray.get_runtime_context().gcs_address)
     finally:

@@ -42,3 +42,16 @@ def vfr_mkv(video_dir: Path) -> Clip:
 @pytest.fixture(scope="session")
 def ten_bit_mkv(video_dir: Path) -> Clip:
     return make_clip(video_dir / "ten_bit.mkv", bits=10, audio=False)
+
+
+@pytest.fixture(autouse=True)
+def _python_sigint_handler():
+    """The Ctrl-C tests need Python's own SIGINT handler in this process (``_thread.interrupt_main``
+    does nothing otherwise) and not an ignored SIGINT for their children to inherit. In the full
+    suite something earlier left SIGINT ignored; install the default handler for each video test."""
+    import signal
+
+    saved = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, saved)
