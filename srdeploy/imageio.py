@@ -25,11 +25,14 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputImageError, SrdeployError
+
+T = TypeVar("T")
 
 SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 #: Largest input accepted by default (pixels). Bigger images need an explicit --max-pixels.
@@ -53,6 +56,12 @@ def _pil():  # imported lazily: a module import should not cost PIL's plugin sca
 
 def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
     """Read an image as ``(3, H, W)`` float32 RGB in [0, 1] plus its :class:`ImageInfo`."""
+    return _load(path, max_pixels, "downscale it or raise --max-pixels (and use --tile to bound memory)", _to_float)
+
+
+def _load(path: str | os.PathLike[str], max_pixels: int, hint: str, convert: Callable[[Any], T]) -> T:
+    """Open ``path`` with Pillow, refuse it above ``max_pixels`` (``hint`` says what to do), load it
+    and ``convert`` the image; non-images and unreadable files are one-line InputImageErrors."""
     Image = _pil()
     path = Path(path)
     if not path.is_file():
@@ -64,18 +73,16 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
             w, h = im.size
             if h * w > max_pixels:
                 raise InputImageError(
-                    f"{path} is {h}x{w} = {h * w / 1e6:.1f} MP, above the {max_pixels / 1e6:.0f} MP limit; "
-                    "downscale it or raise --max-pixels (and use --tile to bound memory)"
+                    f"{path} is {h}x{w} = {h * w / 1e6:.1f} MP, above the {max_pixels / 1e6:.0f} MP limit; {hint}"
                 )
             im.load()
-            arr, info = _to_float(im)
+            return convert(im)
     except SrdeployError:
         raise
     except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for non-images
         raise InputImageError(f"{path} is not a readable image ({exc}); give a PNG, JPEG or WebP file") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
-    return arr, info
 
 
 def _to_float(im) -> tuple[np.ndarray, ImageInfo]:
@@ -133,28 +140,8 @@ class SourceImage:
 
 def read_source(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
     """Read an image for streaming inference: the pixels stay in their integer dtype."""
-    Image = _pil()
-    path = Path(path)
-    if not path.is_file():
-        raise InputImageError(f"input {path} does not exist or is not a file")
-    old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with our own message
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if h * w > max_pixels:
-                raise InputImageError(
-                    f"{path} is {h}x{w} = {h * w / 1e6:.1f} MP, above the {max_pixels / 1e6:.0f} MP limit; "
-                    "downscale it or raise --max-pixels (tiles are streamed, memory grows with the output)"
-                )
-            im.load()
-            return _to_source(im)
-    except SrdeployError:
-        raise
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for non-images
-        raise InputImageError(f"{path} is not a readable image ({exc}); give a PNG, JPEG or WebP file") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = old_limit
+    return _load(path, max_pixels, "downscale it or raise --max-pixels (tiles are streamed, memory grows with the "
+                 "output)", _to_source)
 
 
 def _gray_view(g: np.ndarray) -> np.ndarray:
