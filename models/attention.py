@@ -90,6 +90,16 @@ def expand_bias(bias_table: torch.Tensor, window: int, bias_index: BiasIndex = "
     return full.permute(0, 1, 3, 2, 4).reshape(heads, n, n)
 
 
+def _check_window_args(q: torch.Tensor, bias_table: torch.Tensor, window: int) -> int:
+    """The contract-A shape checks shared by the portable and native cores; returns the head dim."""
+    n, d = q.shape[-2], q.shape[-1]
+    if n != window * window:
+        raise ValueError(f"q has {n} tokens per window but window {window} needs {window * window}")
+    if bias_table.shape[0] != q.shape[1]:
+        raise ValueError(f"bias_table has {bias_table.shape[0]} heads but q has {q.shape[1]}")
+    return d
+
+
 def window_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -101,11 +111,7 @@ def window_attention(
     scale: float | None = None,
 ) -> torch.Tensor:
     """Multi-head attention inside windows with a relative position bias (see the module doc)."""
-    n, d = q.shape[-2], q.shape[-1]
-    if n != window * window:
-        raise ValueError(f"q has {n} tokens per window but window {window} needs {window * window}")
-    if bias_table.shape[0] != q.shape[1]:
-        raise ValueError(f"bias_table has {bias_table.shape[0]} heads but q has {q.shape[1]}")
+    d = _check_window_args(q, bias_table, window)
     if scale is None:
         scale = d**-0.5
     bias = expand_bias(bias_table, window, bias_index).to(q.dtype)
@@ -141,11 +147,7 @@ def native_window_attention(
     opset 20), which :func:`srdeploy.export.native_attention.to_native_attention` rewrites into ``Attention``.
     TensorRT >= 10.14 / 11.x / TensorRT-RTX parse the node into their fused attention layer.
     """
-    n, d = q.shape[-2], q.shape[-1]
-    if n != window * window:
-        raise ValueError(f"q has {n} tokens per window but window {window} needs {window * window}")
-    if bias_table.shape[0] != q.shape[1]:
-        raise ValueError(f"bias_table has {bias_table.shape[0]} heads but q has {q.shape[1]}")
+    d = _check_window_args(q, bias_table, window)
     if not torch.onnx.is_in_onnx_export():
         return window_attention(q, k, v, bias_table, window=window, bias_index=bias_index, scale=scale)
     bias = expand_bias(bias_table, window, bias_index).to(q.dtype).unsqueeze(0)
