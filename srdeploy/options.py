@@ -47,7 +47,8 @@ def check_range(name: str, value: float | None, lo: float | None = None, hi: flo
         return
     need = range_problem(value, lo, hi, lo_open=lo_open)
     if need is not None:
-        raise SrdeployError(f"{name} must be {need}{what}, got {value:g}")
+        unit = what if math.isfinite(value) else ""
+        raise SrdeployError(f"{name} must be {need}{unit}, got {value:g}")
 
 
 def int_in(lo: int | None = None, hi: int | None = None, what: str = "") -> Callable[[str], int]:
@@ -78,7 +79,8 @@ def float_in(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         need = range_problem(v, lo, hi, lo_open=lo_open)
         if need is not None:
-            raise argparse.ArgumentTypeError(f"must be {need}{what}, got {text}")
+            unit = what if math.isfinite(v) else ""
+            raise argparse.ArgumentTypeError(f"must be {need}{unit}, got {text}")
         return v
 
     parse.__name__ = "float"

@@ -291,14 +291,10 @@ def upscale_batch(
 
 
 def report_batch(result: BatchResult, outdir: Path) -> int:
-    """The end of a batch on stderr: the summary line, what was not done, and the exit status."""
-    if result.interrupted is not None:
-        kept = (f"kept the {len(result.done)} finished output(s) in {outdir} (listed on stdout)"
-                if result.done else "no output was finished")
-        print(f"interrupted: {kept}; removed the unfinished output of {result.interrupted}; "
-              f"{result.not_started} input(s) not started", file=sys.stderr)
+    """The end of a batch on stderr: the summary line, what was not done, and the exit status
+    (0: all done; 1: an input was skipped or failed; 130: interrupted)."""
     bad = [("skipped", p, m) for p, m in result.skipped.items()] + [("failed", p, m) for p, m in result.failed.items()]
-    if result.total > 1 or result.interrupted is not None:
+    if result.total > 1:
         where = ""
         if len(bad) > SUMMARY_LIST_MAX and result.done:  # the folder exists: the list goes beside the outputs
             listing = outdir / SUMMARY_FILE
@@ -313,7 +309,11 @@ def report_batch(result: BatchResult, outdir: Path) -> int:
         if not where:
             for kind, p, _ in bad:
                 print(f"  {kind}: {p}", file=sys.stderr)
-    if result.interrupted is not None:
+    if result.interrupted is not None:  # last, so it is the line a user sees
+        kept = (f"kept the {len(result.done)} finished output(s) in {outdir} (listed on stdout)"
+                if result.done else "no output was finished")
+        print(f"interrupted: {kept}; removed the unfinished output of {result.interrupted}; "
+              f"{result.not_started} input(s) not started", file=sys.stderr)
         return 130
     return 1 if bad else 0
 
