@@ -107,9 +107,8 @@ def check_destinations(inputs: list[Path], dests: list[Path], overwrite: bool) -
     resolved, inodes = {p.resolve() for p in inputs}, file_ids(inputs)
     for src, dest in zip(inputs, dests, strict=True):
         if same_as_any(dest, resolved, inodes):
-            raise SrdeployError(
-                f"the output {dest} would overwrite an input ({src}); choose another -o or add --suffix"
-            )
+            raise SrdeployError(f"output {dest} is the input file {src} (or another name of it); choose another "
+                                "-o or add --suffix (inputs are never overwritten)")
     check_no_existing_outputs(dests, overwrite)
 
 
