@@ -11,6 +11,13 @@ tiles are streamed into the uint8/uint16 output (PNG/TIFF written band by band),
 out-of-memory error halves the tile and retries. The logic lives in srdeploy.pipeline /
 srdeploy.tiling / srdeploy.memplan (torch-free). Every output file is written atomically: an
 error or Ctrl-C leaves no half-written file.
+
+Safety rules (docs/runtime.md, "What sr-upscale refuses"): an output never replaces an input
+(path, symlink or hard link); existing outputs need ``--overwrite``; tile/overlap and every
+numeric option are checked, never clamped (srdeploy.options); random weights print a warning; a
+batch reports a bad input and goes on, ends with ``done N, skipped N, failed N`` and exits 1 if
+anything was not done; Ctrl-C keeps the finished outputs; an ``-o`` folder created for a command
+that wrote nothing is removed again.
 """
 
 from __future__ import annotations

@@ -142,9 +142,18 @@ def main_video(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as folders, _predictor(args) as (predict, scale, tiling):
         for d in sorted({dest.parent for dest in dests}):  # removed again if the command ends with them empty
             folders.enter_context(output_dir(d))
+        finished: list[Path] = []
         for src, dest in zip(inputs, dests, strict=True):
-            rep = upscale_video(predict, scale, src, dest, opts, tiling,
-                                progress=not (args.no_progress or args.quiet))
+            try:
+                rep = upscale_video(predict, scale, src, dest, opts, tiling,
+                                    progress=not (args.no_progress or args.quiet))
+            except KeyboardInterrupt:
+                if not finished:
+                    raise  # nothing finished: the common "no partial output was left behind" is true
+                print(f"interrupted: kept the {len(finished)} finished video(s) (listed on stdout); removed the "
+                      f"unfinished output of {src}", file=sys.stderr)
+                return 130
+            finished.append(rep.dest)
             copied = ", ".join(rep.copied) or "none"
             skipped = f"; skipped {rep.skipped} corrupt frame(s) (--skip-errors)" if rep.skipped else ""
             print(f"{rep.dest}: {rep.frames} frames {rep.out_size[0]}x{rep.out_size[1]} {rep.codec} {rep.pix_fmt}, "
