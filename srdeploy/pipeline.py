@@ -114,6 +114,15 @@ class TilePlan:
             self._measured = self.profile()
         return self._measured
 
+    def _tiling(self, tile: int) -> Tiling:
+        """The chosen tile with the asked overlap, unchanged: a tile that cannot hold it is refused."""
+        if self.overlap >= tile:
+            raise SrdeployError(
+                f"--tile auto chose {tile}x{tile} tiles, which cannot hold --tile-overlap {self.overlap}; give a "
+                f"smaller --tile-overlap (below {tile}) or a fixed --tile"
+            )
+        return Tiling(tile, self.overlap, self.blend)  # type: ignore[arg-type]
+
     def resolve(self, h: int, w: int, scale: int, rule: SizeRule, held_bytes: float = 0.0) -> Tiling | None:
         """The tiling for one ``h x w`` image (``None``: whole image)."""
         if self.mode == "whole":
@@ -127,14 +136,14 @@ class TilePlan:
             if h <= fh and w <= fw:
                 return None
             tile = min(fh, fw)
-            return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]
+            return self._tiling(tile)
         if self.cap is not None and side <= self.cap:  # within the model's own tile: as before
             return None
         if h * w <= AUTO_WHOLE_PIXELS:  # small: no measurement, the model's own tile if it has one
             if self.cap is None:
                 return None
             tile = max(self.cap, rule.min_tile)
-            return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]
+            return self._tiling(tile)
         prof = self.measured()
         budget = self.budget()
         if prof is None or budget is None:
@@ -144,7 +153,7 @@ class TilePlan:
         if tile is None or tile >= side:
             return None
         tile = max(tile, rule.min_tile)
-        return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]
+        return self._tiling(tile)
 
 
 def _host_budget(margin: float = DEFAULT_MARGIN, limit: float = DEFAULT_TILE_MEMORY) -> float | None:

@@ -213,6 +213,13 @@ def test_resolve_tiling_returns_what_was_asked() -> None:
     for args in (ns(32, 32), ns("auto", 64)):
         with pytest.raises(SrdeployError, match="must be below --tile"):
             resolve_tiling(args, Tiling(64, 16))
+    # --tile auto: the overlap given is kept on the tile the plan chooses (it used to be halved to tile // 2)
+    from srdeploy.pipeline import TilePlan
+    from srdeploy.tiling import SizeRule
+
+    assert TilePlan("auto", None, 20, "crop", cap=32).resolve(100, 90, 2, SizeRule()) == Tiling(32, 20, "crop")
+    with pytest.raises(SrdeployError, match=r"--tile auto chose 32x32 tiles, which cannot hold --tile-overlap 40"):
+        TilePlan("auto", None, 40, "crop", cap=32).resolve(100, 90, 2, SizeRule())
 
 
 @pytest.mark.parametrize(("flag", "value", "need"), [
