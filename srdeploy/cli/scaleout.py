@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from srdeploy.atomic import check_outdir, output_dir
+from srdeploy.atomic import output_dir
 from srdeploy.errors import SrdeployError
 from srdeploy.options import float_in, int_in, non_negative_float, non_negative_int, positive_float
 
@@ -77,7 +77,6 @@ def _ray(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
     art = open_artifact(path)  # fail here, before Ray starts, on a missing or corrupt artifact
     tiling = resolve_tiling(args, art.default_tiling, art.min_size, art.model)
     warn_if_random(art, path)
-    check_outdir(outdir)
     backend = getattr(args, "backend", None) or ("tensorrt" if args.engine else "onnxruntime")
     gpus = args.ray_gpus_per_actor
     if gpus is None:
@@ -90,7 +89,8 @@ def _ray(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
         suffix=args.suffix, intra_op_threads=max(1, int(args.ray_cpus_per_actor)),
     )
     pool = PoolOptions(args.ray_actors, args.ray_cpus_per_actor, gpus, args.ray_max_restarts)
-    summary = run_batch([p.resolve() for p in inputs], options, pool, args.ray or None)
+    with output_dir(outdir):  # removed again if the job ends with it empty
+        summary = run_batch([p.resolve() for p in inputs], options, pool, args.ray or None)
     for path_s, err in sorted(summary.failed.items()):
         print(f"failed: {path_s}: {err}", file=sys.stderr)
     print(summary.line(), file=sys.stderr)

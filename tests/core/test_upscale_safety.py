@@ -406,3 +406,17 @@ def test_help_lists_the_registered_models() -> None:
     assert r.returncode == 0
     listed = r.stdout.split("models (--model):", 1)[1]
     assert [s.strip() for s in " ".join(listed.split()).split(",")] == models.list_models()
+
+
+@pytest.mark.parametrize(("flag", "value", "need"), [
+    ("--repeats", "0", "must be at least 1, got 0"),
+    ("--threads", "-4", "must be at least 1, got -4"),
+    ("--warmup", "-1", "must be at least 0, got -1"),
+])  # fmt: skip
+def test_bench_numeric_options_are_range_checked(flag: str, value: str, need: str, tiny: Path, capsys) -> None:
+    from srdeploy.cli import bench
+
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--onnx", str(tiny), flag, value])
+    assert exc.value.code == 2
+    assert _lines(capsys.readouterr().err)[-1] == f"sr-bench: error: argument {flag}: {need}"
