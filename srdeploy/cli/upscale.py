@@ -224,13 +224,15 @@ class BatchResult:
     skipped: dict[Path, str] = field(default_factory=dict)
     failed: dict[Path, str] = field(default_factory=dict)
     interrupted: Path | None = None  # the input whose output was in progress at Ctrl-C
+    was_interrupted: bool = False
 
     def line(self) -> str:
         return f"done {len(self.done)}, skipped {len(self.skipped)}, failed {len(self.failed)}"
 
     @property
     def not_started(self) -> int:
-        return self.total - len(self.done) - len(self.skipped) - len(self.failed) - (self.interrupted is not None)
+        in_progress = self.interrupted is not None
+        return self.total - len(self.done) - len(self.skipped) - len(self.failed) - in_progress
 
 
 #: Up to this many skipped/failed inputs the summary lists them on stderr; more go to a list file.
@@ -272,28 +274,34 @@ def upscale_batch(
     result = BatchResult(len(inputs))
     show = want_progress(progress)
     bar = tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr)
-    for path in bar:
-        dest = outdir / output_name(path, suffix)
-        try:
-            upscale_file(predict, scale, path, dest, tiling, rule, pad=pad, alpha=alpha, max_pixels=max_pixels,
-                         progress=show)
-        except KeyboardInterrupt:
-            result.interrupted = path
-            break
-        except SrdeployError as exc:
-            if not keep_going:
-                raise
-            bad = isinstance(exc, (InputImageError, ShapeError))
-            (result.skipped if bad else result.failed)[path] = _one_line(exc)
-            msg = _one_line(exc)
-            tqdm.write(f"{'skipped' if bad else 'failed'}: {msg if str(path) in msg else f'{path}: {msg}'}",
-                       file=sys.stderr)
-            continue
-        result.done.append(dest)
-        if echo:
-            tqdm.write(str(dest), file=sys.stdout)
-            sys.stdout.flush()
-    bar.close()
+    current: Path | None = None
+    try:
+        for path in bar:
+            dest = outdir / output_name(path, suffix)
+            current = path
+            try:
+                upscale_file(predict, scale, path, dest, tiling, rule, pad=pad, alpha=alpha, max_pixels=max_pixels,
+                             progress=show)
+            except SrdeployError as exc:
+                if not keep_going:
+                    raise
+                bad = isinstance(exc, (InputImageError, ShapeError))
+                msg = _one_line(exc)
+                (result.skipped if bad else result.failed)[path] = msg
+                current = None
+                tqdm.write(f"{'skipped' if bad else 'failed'}: {msg if str(path) in msg else f'{path}: {msg}'}",
+                           file=sys.stderr)
+                continue
+            result.done.append(dest)
+            current = None
+            if echo:
+                tqdm.write(str(dest), file=sys.stdout)
+                sys.stdout.flush()
+    except KeyboardInterrupt:  # also between two images: the batch stops, what is finished stays
+        result.interrupted = current  # None: between two images
+        result.was_interrupted = True
+    finally:
+        bar.close()
     return result
 
 
@@ -301,7 +309,7 @@ def report_batch(result: BatchResult, outdir: Path) -> int:
     """The end of a batch on stderr: the summary line, what was not done, and the exit status
     (0: all done; 1: an input was skipped or failed; 130: interrupted)."""
     bad = [("skipped", p, m) for p, m in result.skipped.items()] + [("failed", p, m) for p, m in result.failed.items()]
-    if result.total > 1:
+    if result.total > 1 or result.was_interrupted:
         where = ""
         if len(bad) > SUMMARY_LIST_MAX and result.done:  # the folder exists: the list goes beside the outputs
             listing = outdir / SUMMARY_FILE
@@ -316,11 +324,11 @@ def report_batch(result: BatchResult, outdir: Path) -> int:
         if not where:
             for kind, p, _ in bad:
                 print(f"  {kind}: {p}", file=sys.stderr)
-    if result.interrupted is not None:  # last, so it is the line a user sees
+    if result.was_interrupted:  # last, so it is the line a user sees
         kept = (f"kept the {len(result.done)} finished output(s) in {outdir} (listed on stdout)"
                 if result.done else "no output was finished")
-        print(f"interrupted: {kept}; removed the unfinished output of {result.interrupted}; "
-              f"{result.not_started} input(s) not started", file=sys.stderr)
+        removed = f"removed the unfinished output of {result.interrupted}; " if result.interrupted else ""
+        print(f"interrupted: {kept}; {removed}{result.not_started} input(s) not started", file=sys.stderr)
         return 130
     return 1 if bad else 0
 
