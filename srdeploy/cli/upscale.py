@@ -378,10 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     outdir = Path(args.output)
     ext = ".png" if args.server else None
     check_not_overwriting_inputs(inputs, outdir, args.suffix, ext)
-    if args.ray is None:  # --ray resumes: its own journal decides which outputs are up to date
-        dests = [outdir / (output_name(p, args.suffix) if ext is None else f"{p.stem}{args.suffix}{ext}")
-                 for p in inputs]
-        check_no_existing_outputs(dests, args.overwrite)
+    dests = [outdir / (output_name(p, args.suffix) if ext is None else f"{p.stem}{args.suffix}{ext}") for p in inputs]
+    if args.ray is not None and dests:  # --ray resumes: a folder holding its records is its own to redo
+        from srdeploy.runtime.ray_batch import sidecar_of
+
+        if sidecar_of(dests[0]).parent.is_dir():
+            dests = []
+    check_no_existing_outputs(dests, args.overwrite)
     if wants_scaleout(args):
         return run_scaleout(args, inputs)
     if args.onnx or args.engine:

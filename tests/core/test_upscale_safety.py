@@ -134,6 +134,17 @@ def test_existing_outputs_need_overwrite(tiny: Path, photos: Path, tmp_path: Pat
         assert im.size == (40, 48)
 
 
+def test_ray_refuses_foreign_existing_outputs_before_starting(tiny: Path, photos: Path, tmp_path: Path,
+                                                              capsys) -> None:
+    """--ray resumes in a folder holding its records; a file it did not write is refused (no Ray start)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.png").write_bytes(b"mine")
+    assert main(["--onnx", str(tiny), str(photos), "-o", str(out), "--ray"]) == 2
+    assert f"1 output file(s) exist already, first {out / 'b.png'};" in capsys.readouterr().err
+    assert (out / "b.png").read_bytes() == b"mine"
+
+
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 @pytest.mark.parametrize("mask", [0o022, 0o027])
 def test_outputs_get_the_umask(mask: int, tiny: Path, photos: Path, tmp_path: Path) -> None:
