@@ -44,6 +44,7 @@ from srdeploy.atomic import atomic_write_text
 from srdeploy.errors import MissingDependencyError, ShapeError, SrdeployError
 from srdeploy.imageio import read_image, resize_plane, write_image
 from srdeploy.inputs import output_name
+from srdeploy.options import check_range
 from srdeploy.tiling import Tiling, tiled_apply
 
 SIDECAR_DIR = ".srdeploy"
@@ -119,6 +120,14 @@ class BatchOptions:
     max_pixels: int = 64_000_000
     suffix: str = ""
     intra_op_threads: int | None = None
+
+    def __post_init__(self) -> None:  # the same bounds as sr-upscale's argparse types (srdeploy.options)
+        check_range("tile", self.tile, 1)
+        check_range("tile_overlap", self.tile_overlap, 0)
+        check_range("max_pixels", self.max_pixels, 1)
+        check_range("intra_op_threads", self.intra_op_threads, 1)
+        if self.tile is not None:
+            Tiling(self.tile, self.tile_overlap, self.tile_blend)  # type: ignore[arg-type]  # overlap < tile
 
     @property
     def tiling(self) -> Tiling | None:

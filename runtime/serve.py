@@ -265,7 +265,9 @@ def upscale_via_server(url: str, inputs: Sequence[Path], outdir: Path, suffix: s
     from tqdm import tqdm
 
     from srdeploy.atomic import atomic_write_bytes
+    from srdeploy.options import check_range
 
+    check_range("--server-timeout", timeout, 0, lo_open=True, what=" seconds")
     written: list[Path] = []
     failed: dict[str, str] = {}
     for path in tqdm(inputs, desc="images (server)", unit="img", disable=len(inputs) < 2, file=sys.stderr):

@@ -90,15 +90,56 @@ def check_unique_stems(paths: Sequence[Path], suffix: str = "") -> None:
         by_name[name] = p
 
 
-def check_not_overwriting_inputs(paths: Sequence[Path], outdir: Path, suffix: str = "", ext: str | None = None) -> None:
-    """Refuse an output that would replace one of the inputs (``-o`` = the input folder, no suffix)."""
-    inputs = {p.resolve() for p in paths}
+def same_as_any(a: Path, inputs: set[Path], inodes: set[tuple[int, int]]) -> bool:
+    if a.resolve() in inputs:
+        return True
+    try:
+        st = a.stat()
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in inodes
+
+
+def file_ids(paths: Sequence[Path]) -> set[tuple[int, int]]:
+    out = set()
     for p in paths:
-        name = output_name(p, suffix) if ext is None else f"{p.stem}{suffix}{ext}"
-        if (outdir / name).resolve() in inputs:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def check_not_overwriting_inputs(paths: Sequence[Path], outdir: Path, suffix: str = "", ext: str | None = None) -> None:
+    """Refuse an output that would replace one of the inputs: the same path (``-o`` = the input
+    folder, no suffix), through a symlink, or another name of the same file (a hard link)."""
+    inputs = {p.resolve() for p in paths}
+    inodes = file_ids(paths)
+    for p in paths:
+        dest = outdir / (output_name(p, suffix) if ext is None else f"{p.stem}{suffix}{ext}")
+        if same_as_any(dest, inputs, inodes):
             raise InputImageError(
-                f"the output {outdir / name} would overwrite an input; choose another -o or add --suffix"
+                f"the output {dest} would overwrite an input ({p}); choose another -o or add --suffix"
             )
+
+
+def existing_outputs(dests: Sequence[Path]) -> list[Path]:
+    """The destinations that exist already (``sr-upscale`` refuses them without ``--overwrite``)."""
+    return [d for d in dests if d.exists() or d.is_symlink()]
+
+
+def check_no_existing_outputs(dests: Sequence[Path], overwrite: bool = False) -> None:
+    """Refuse up front when outputs exist and ``overwrite`` is off: one line, first conflict and count."""
+    if overwrite:
+        return
+    found = existing_outputs(dests)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise InputImageError(
+            f"{len(found)} output file(s) exist already, first {found[0]}{more}; pass --overwrite to replace "
+            "them, or choose another -o or --suffix"
+        )
 
 
 def output_name(path: Path, suffix: str = "") -> str:

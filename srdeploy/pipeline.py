@@ -14,8 +14,10 @@ The function interface ``sr-upscale`` (and anything else that upscales files) ca
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -42,6 +44,40 @@ AUTO_WHOLE_PIXELS = 256 * 256
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+def want_progress(progress: bool | None) -> bool:
+    """``None``: a progress bar only when stderr is a terminal (never in logs or pipes)."""
+    if progress is None:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return progress
+
+
+@contextlib.contextmanager
+def whole_image_progress(desc: str, show: bool) -> Iterator[None]:
+    """A tqdm bar for one whole-image model call: it cannot count steps inside the call, so a
+    thread refreshes it twice a second to show the time spent (a slow model is visibly working)."""
+    if not show:
+        yield
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc=f"{desc} (whole image)", unit="img", leave=False, file=sys.stderr)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.5):
+            bar.refresh()
+
+    t = threading.Thread(target=tick, daemon=True)
+    t.start()
+    try:
+        yield
+        bar.update(1)
+    finally:
+        stop.set()
+        t.join()
+        bar.close()
 
 
 @dataclass
@@ -78,6 +114,15 @@ class TilePlan:
             self._measured = self.profile()
         return self._measured
 
+    def _tiling(self, tile: int) -> Tiling:
+        """The chosen tile with the asked overlap, unchanged: a tile that cannot hold it is refused."""
+        if self.overlap >= tile:
+            raise SrdeployError(
+                f"--tile auto chose {tile}x{tile} tiles, which cannot hold --tile-overlap {self.overlap}; give a "
+                f"smaller --tile-overlap (below {tile}) or a fixed --tile"
+            )
+        return Tiling(tile, self.overlap, self.blend)  # type: ignore[arg-type]
+
     def resolve(self, h: int, w: int, scale: int, rule: SizeRule, held_bytes: float = 0.0) -> Tiling | None:
         """The tiling for one ``h x w`` image (``None``: whole image)."""
         if self.mode == "whole":
@@ -91,14 +136,14 @@ class TilePlan:
             if h <= fh and w <= fw:
                 return None
             tile = min(fh, fw)
-            return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]
+            return self._tiling(tile)
         if self.cap is not None and side <= self.cap:  # within the model's own tile: as before
             return None
         if h * w <= AUTO_WHOLE_PIXELS:  # small: no measurement, the model's own tile if it has one
             if self.cap is None:
                 return None
             tile = max(self.cap, rule.min_tile)
-            return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]
+            return self._tiling(tile)
         prof = self.measured()
         budget = self.budget()
         if prof is None or budget is None:
@@ -108,7 +153,7 @@ class TilePlan:
         if tile is None or tile >= side:
             return None
         tile = max(tile, rule.min_tile)
-        return Tiling(tile, min(self.overlap, tile // 2), self.blend)  # type: ignore[arg-type]
+        return self._tiling(tile)
 
 
 def _host_budget(margin: float = DEFAULT_MARGIN, limit: float = DEFAULT_TILE_MEMORY) -> float | None:
@@ -134,10 +179,15 @@ def upscale_file(
     alpha: str = "upscale",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     notice: Notice | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
-    """Upscale ``src`` into ``dest`` (written atomically; never over ``src``); return ``dest``."""
+    """Upscale ``src`` into ``dest`` (written atomically; never over ``src``); return ``dest``.
+
+    ``progress``: a tqdm bar on stderr over the tiles, or over the one call of a whole image;
+    ``None`` (default) shows it only when stderr is a terminal.
+    """
     say = notice or _stderr
+    show = want_progress(progress)
     if Path(dest).resolve() == Path(src).resolve():
         raise SrdeployError(f"output {dest} would overwrite the input; choose another -o or --suffix")
     if not isinstance(plan, TilePlan):
@@ -146,7 +196,8 @@ def upscale_file(
     img = read_source(src, max_pixels=max_pixels)
     h, w = img.height, img.width
     if float(scale) != int(scale):  # arbitrary-scale (implicit) models: one whole-image call, no tiles
-        return _upscale_fractional(predict, float(scale), img, src, dest, alpha, say)
+        with whole_image_progress(src.name, show):
+            return _upscale_fractional(predict, float(scale), img, src, dest, alpha, say)
     scale = int(scale)
     H, W = h * scale, w * scale
     a_up = None
@@ -166,9 +217,11 @@ def upscale_file(
     convert = uint_converter(bits, gray)
 
     def attempt(t: Tiling | None) -> None:
-        bands = iter_bands(fn, img.lr, scale, t, convert=convert, in_scale=img.in_scale, progress=progress,
-                           desc=src.name)
-        write_bands(dest, bands, H, W, k, bits, a_up)
+        whole = t is None or (t.tile >= h and t.tile >= w)
+        with whole_image_progress(src.name, show and whole):
+            bands = iter_bands(fn, img.lr, scale, t, convert=convert, in_scale=img.in_scale,
+                               progress=show and not whole, desc=src.name)
+            write_bands(dest, bands, H, W, k, bits, a_up)
 
     run_with_oom_retry(attempt, tiling, h, w, rule, overlap=plan.overlap, blend=plan.blend, what=src.name,
                        notice=say, align=plan.align)

@@ -41,6 +41,7 @@ import numpy as np
 
 from .errors import InputImageError, MissingDependencyError, SrdeployError
 from .imageio import to_uint
+from .options import check_range
 from .tiling import Tiling, tiled_apply
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -100,14 +101,12 @@ class VideoOptions:
     def __post_init__(self) -> None:
         if self.crf is not None and self.bitrate is not None:
             raise SrdeployError("--crf and --bitrate exclude each other; give one")
-        if self.batch < 1:
-            raise SrdeployError(f"--batch must be at least 1, got {self.batch}")
+        check_range("--batch", self.batch, 1, 256)  # the same bounds as sr-upscale's argparse types
+        check_range("--crf", self.crf, 0, 63)
+        check_range("--start", self.start, 0, what=" seconds")
+        check_range("--duration", self.duration, 0, lo_open=True, what=" seconds")
         if self.queue_frames < self.batch + 1:
             raise SrdeployError(f"queue_frames ({self.queue_frames}) must exceed batch ({self.batch})")
-        if self.start is not None and self.start < 0:
-            raise SrdeployError(f"--start must be >= 0 seconds, got {self.start}")
-        if self.duration is not None and self.duration <= 0:
-            raise SrdeployError(f"--duration must be > 0 seconds, got {self.duration}")
 
 
 @dataclass

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from srdeploy.atomic import atomic_write_text
+from srdeploy.atomic import atomic_write_text, made_dirs
 from srdeploy.cache import cache_dir, sha256_file
 from srdeploy.errors import CheckpointError
 
@@ -224,7 +224,10 @@ class Store:
 
     def _download(self, entry: WeightEntry, dest: Path) -> None:
         url = self.url(entry)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        with made_dirs(dest.parent):  # a failed download removes the cache folders it created
+            self._download_into(entry, dest, url)
+
+    def _download_into(self, entry: WeightEntry, dest: Path, url: str) -> None:
         part = dest.with_name(f".{dest.name}.part")
         last_error = "no attempt"
         try:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from srdeploy.errors import MissingDependencyError, cli_errors
+from srdeploy.options import non_negative_int, positive_float, positive_int
 from srdeploy.sizes import parse_size
 
 
@@ -30,28 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--engine", help="TensorRT engine file")
     src.add_argument("--model", help="registered model name, exported on the fly (needs the export extra)")
     src.add_argument("--weights", help="checkpoint for --model (default: random weights, labelled so)")
-    src.add_argument("--scale", type=int, help="scale (needed with --model; read from the artifact otherwise)")
+    src.add_argument("--scale", type=positive_int, help="scale (needed with --model; read from the artifact otherwise)")
     src.add_argument("--plugin-library", help="TensorRT plugin library to load for --engine")
     run = p.add_argument_group("backend")
     run.add_argument("--backend", choices=backends.names(), help="default: by input kind")
     run.add_argument("--device", default="cpu", help="cpu | cuda | tensorrt (ONNX Runtime provider) | cuda:N (torch)")
     run.add_argument("--precision", choices=["fp32", "fp16"], help="export precision for --model; checked otherwise")
-    run.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    run.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: all cores)")
     data = p.add_argument_group("data (one of)")
     data.add_argument("--data", help="folder with valid/{HR,LR} and optionally test/{HR,LR}")
     data.add_argument("--data-from-image", help="build valid/ (3) and test/ (1) from corner crops of one image")
     data.add_argument("--synthetic", type=parse_size, help="random LR inputs of HxW (papers' HD x4: 180x320)")
-    data.add_argument("--images", type=int, default=5, help="number of synthetic images (default 5)")
+    data.add_argument("--images", type=positive_int, default=5, help="number of synthetic images (default 5)")
     m = p.add_argument_group("measurement")
     m.add_argument("--mode", choices=["ntire", "steady"], default="ntire",
                    help="ntire: the challenge harness (no warm-up, mean); steady: warm-up, median/p90")
-    m.add_argument("--warmup", type=int, default=10, help="steady: warm-up runs (default 10)")
-    m.add_argument("--repeats", type=int, default=5, help="steady: timed runs per image (default 5)")
+    m.add_argument("--warmup", type=non_negative_int, default=10, help="steady: warm-up runs (default 10)")
+    m.add_argument("--repeats", type=positive_int, default=5, help="steady: timed runs per image (default 5)")
     m.add_argument("--flops-size", type=parse_size, default=parse_size("256x256"),
                    help="LR size for MACs/params/activations (NTIRE: 256x256)")
     m.add_argument("--device-peak", help="steady: device peaks for utilisation (e.g. jetson-agx-orin)")
-    m.add_argument("--peak-tflops", type=float, help="steady: device peak TFLOP/s")
-    m.add_argument("--peak-gbps", type=float, help="steady: device peak memory bandwidth GB/s")
+    m.add_argument("--peak-tflops", type=positive_float, help="steady: device peak TFLOP/s")
+    m.add_argument("--peak-gbps", type=positive_float, help="steady: device peak memory bandwidth GB/s")
     m.add_argument("--ssim", action="store_true", help="also compute SSIM on Y")
     m.add_argument("--name", help="row name in results (default: the artifact stem)")
     m.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -18,35 +18,38 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from srdeploy.errors import SrdeployError, cli_errors
+from srdeploy.options import OneLineParser, int_in, non_negative_float, non_negative_int, positive_float, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
     from srdeploy.cli.upscale import add_tiling_args
 
-    p = argparse.ArgumentParser(prog="sr-serve", description="Serve an exported SR model over HTTP on Ray Serve.")
+    p = OneLineParser(prog="sr-serve", description="Serve an exported SR model over HTTP on Ray Serve.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--onnx", help="exported .onnx, run with ONNX Runtime")
     src.add_argument("--engine", help="TensorRT engine file")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (0.0.0.0 to serve other machines)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port")
+    p.add_argument("--port", type=int_in(1, 65535), default=8000, help="HTTP port")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: this machine's, else a new one)")
     p.add_argument("--device", default="cpu", help="--onnx: ONNX Runtime provider cpu | cuda | tensorrt")
     p.add_argument("--plugin-library", default=None, help="--engine: TensorRT plugin library to load")
-    p.add_argument("--scale", type=int, default=None, help="upscaling factor (read from the artifact)")
+    p.add_argument("--scale", type=positive_int, default=None, help="upscaling factor (read from the artifact)")
     g = p.add_argument_group("replicas")
-    g.add_argument("--replicas", type=int, default=1, help="fixed number of replicas")
-    g.add_argument("--min-replicas", type=int, default=None, help="autoscaling lower bound")
-    g.add_argument("--max-replicas", type=int, default=None, help="autoscaling upper bound")
-    g.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPU cores each replica reserves and uses")
-    g.add_argument("--gpus-per-replica", type=float, default=None,
+    g.add_argument("--replicas", type=positive_int, default=1, help="fixed number of replicas")
+    g.add_argument("--min-replicas", type=non_negative_int, default=None, help="autoscaling lower bound")
+    g.add_argument("--max-replicas", type=positive_int, default=None, help="autoscaling upper bound")
+    g.add_argument("--cpus-per-replica", type=positive_float, default=1.0,
+                   help="CPU cores each replica reserves and uses")
+    g.add_argument("--gpus-per-replica", type=non_negative_float, default=None,
                    help="GPUs per replica (default: 1 for --engine or --device cuda/tensorrt, else 0)")
     b = p.add_argument_group("batching and limits")
-    b.add_argument("--max-batch-size", type=int, default=8, help="requests of one size run as one batch")
-    b.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    b.add_argument("--max-batch-size", type=positive_int, default=8, help="requests of one size run as one batch")
+    b.add_argument("--batch-wait-ms", type=non_negative_float, default=10.0, help="how long a batch waits to fill")
     b.add_argument("--no-batching", action="store_true", help="run each request on its own")
-    b.add_argument("--max-pixels", type=int, default=4_000_000, help="largest request (LR pixels); above: 413")
-    b.add_argument("--max-bytes", type=int, default=32 << 20, help="largest request body; above: 413")
-    b.add_argument("--request-timeout", type=float, default=60.0, help="seconds before Ray Serve drops a request")
+    b.add_argument("--max-pixels", type=positive_int, default=4_000_000, help="largest request (LR pixels); above: 413")
+    b.add_argument("--max-bytes", type=positive_int, default=32 << 20, help="largest request body; above: 413")
+    b.add_argument("--request-timeout", type=positive_float, default=60.0,
+                   help="seconds before Ray Serve drops a request")
     add_tiling_args(p)
     return p
 
@@ -59,11 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from srdeploy.runtime.serve import ServeOptions, build_app
 
     args = build_parser().parse_args(argv)
-    if args.max_batch_size < 1 or args.replicas < 1 or args.port <= 0:
-        raise SrdeployError("--max-batch-size, --replicas and --port must be positive")
     path = args.onnx or args.engine
     art = open_artifact(path)  # a missing or corrupt artifact fails before Ray starts
-    tiling = resolve_tiling(args, art.default_tiling)
+    tiling = resolve_tiling(args, art.default_tiling, art.min_size, art.model)
     backend = getattr(args, "backend", None) or ("tensorrt" if args.engine else "onnxruntime")
     gpus = args.gpus_per_replica
     if gpus is None:

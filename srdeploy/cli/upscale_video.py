@@ -13,6 +13,7 @@ images (``open_predictor`` for ``--onnx``/``--engine``, ``torch_predict`` for ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from srdeploy.atomic import output_dir
 from srdeploy.errors import SrdeployError
+from srdeploy.options import float_in, int_in, non_negative_float, positive_float
 from srdeploy.tiling import Tiling
 from srdeploy.video import VIDEO_SUFFIXES, VideoOptions, is_video_path, upscale_video
 
@@ -33,17 +36,18 @@ def add_video_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--codec", default=None,
                    help="video encoder: libx264 (default for mp4/mkv/mov), libx265, ffv1 (lossless), libsvtav1, "
                         "libvpx-vp9 (default for webm), h264_nvenc")
-    g.add_argument("--crf", type=float, default=None, help="constant quality (lower is better; NVENC: cq)")
+    g.add_argument("--crf", type=float_in(0, 63), default=None, help="constant quality (lower is better; NVENC: cq)")
     g.add_argument("--bitrate", default=None, help="target bit rate, e.g. 8M or 2500k (exclusive with --crf)")
     g.add_argument("--pix-fmt", default=None,
                    help="output pixel format (default: the input's, 10-bit kept; ffv1: RGB bgr0/gbrp10le)")
     g.add_argument("--encoder-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="encoder option passed as is, repeatable (e.g. preset=veryfast, tune=film)")
-    g.add_argument("--start", type=float, default=None, help="start at this time (seconds)")
-    g.add_argument("--duration", type=float, default=None, help="process this many seconds")
+    g.add_argument("--start", type=non_negative_float, default=None, help="start at this time (seconds)")
+    g.add_argument("--duration", type=positive_float, default=None, help="process this many seconds")
     g.add_argument("--skip-errors", action="store_true",
                    help="drop frames whose packet does not decode (counted and reported) instead of failing")
-    g.add_argument("--batch", type=int, default=1, help="frames per model call (graph needs a dynamic batch)")
+    g.add_argument("--batch", type=int_in(1, 256), default=1,
+                   help="frames per model call (graph needs a dynamic batch)")
     g.add_argument("--no-audio", action="store_true", help="do not copy audio streams")
     g.add_argument("--no-subtitles", action="store_true", help="do not copy subtitle streams")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -96,9 +100,21 @@ def destinations(inputs: list[Path], output: str, suffix: str) -> list[Path]:
     return [out / f"{p.stem}{suffix}{p.suffix}" for p in inputs]
 
 
+def check_destinations(inputs: list[Path], dests: list[Path], overwrite: bool) -> None:
+    """Never over an input (same path or same file); existing outputs only with ``--overwrite``."""
+    from srdeploy.inputs import check_no_existing_outputs, file_ids, same_as_any
+
+    resolved, inodes = {p.resolve() for p in inputs}, file_ids(inputs)
+    for src, dest in zip(inputs, dests, strict=True):
+        if same_as_any(dest, resolved, inodes):
+            raise SrdeployError(f"output {dest} is the input file {src} (or another name of it); choose another "
+                                "-o or add --suffix (inputs are never overwritten)")
+    check_no_existing_outputs(dests, overwrite)
+
+
 @contextmanager
 def _predictor(args: argparse.Namespace) -> Iterator[tuple[Predict, int, Tiling | None]]:
-    from srdeploy.cli.upscale import min_size_guard, resolve_tiling, torch_model, torch_predict
+    from srdeploy.cli.upscale import min_size_guard, resolve_tiling, torch_model, torch_predict, warn_if_random
 
     if args.onnx or args.engine:
         from srdeploy.runtime.backends import RunOptions
@@ -106,9 +122,8 @@ def _predictor(args: argparse.Namespace) -> Iterator[tuple[Predict, int, Tiling 
 
         options = RunOptions(device=args.device, plugin_library=args.plugin_library)
         predictor, art = open_predictor(args.onnx or args.engine, getattr(args, "backend", None), options, args.scale)
-        tiling = resolve_tiling(args, art.default_tiling)
-        if tiling is not None and tiling.tile < art.min_size:
-            raise SrdeployError(f"--tile {tiling.tile} is below {art.model}'s minimum input size {art.min_size}")
+        tiling = resolve_tiling(args, art.default_tiling, art.min_size, art.model)
+        warn_if_random(art, args.onnx or args.engine)
         if not float(predictor.scale).is_integer():
             raise SrdeployError(f"video needs an integer scale; {art.model} runs at x{predictor.scale}")
         with predictor:
@@ -123,9 +138,22 @@ def main_video(args: argparse.Namespace) -> int:
     inputs = [Path(s) for s in args.inputs]
     opts = options_from_args(args)  # validate the cheap things before loading a model
     dests = destinations(inputs, args.output, args.suffix)
-    with _predictor(args) as (predict, scale, tiling):
+    check_destinations(inputs, dests, args.overwrite)
+    with contextlib.ExitStack() as folders, _predictor(args) as (predict, scale, tiling):
+        for d in sorted({dest.parent for dest in dests}):  # removed again if the command ends with them empty
+            folders.enter_context(output_dir(d))
+        finished: list[Path] = []
         for src, dest in zip(inputs, dests, strict=True):
-            rep = upscale_video(predict, scale, src, dest, opts, tiling, progress=not args.no_progress)
+            try:
+                rep = upscale_video(predict, scale, src, dest, opts, tiling,
+                                    progress=not (args.no_progress or args.quiet))
+            except KeyboardInterrupt:
+                if not finished:
+                    raise  # nothing finished: the common "no partial output was left behind" is true
+                print(f"interrupted: kept the {len(finished)} finished video(s) (listed on stdout); removed the "
+                      f"unfinished output of {src}", file=sys.stderr)
+                return 130
+            finished.append(rep.dest)
             copied = ", ".join(rep.copied) or "none"
             skipped = f"; skipped {rep.skipped} corrupt frame(s) (--skip-errors)" if rep.skipped else ""
             print(f"{rep.dest}: {rep.frames} frames {rep.out_size[0]}x{rep.out_size[1]} {rep.codec} {rep.pix_fmt}, "

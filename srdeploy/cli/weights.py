@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from srdeploy.errors import CheckpointError, SrdeployError, cli_errors
+from srdeploy.options import positive_int
 from srdeploy.weights import Store, WeightsIntegrityError, entries, select
 from srdeploy.weights.manifest import WeightEntry
 
@@ -44,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(ls)
     fe = sub.add_parser("fetch", help="download and verify files into the cache")
     fe.add_argument("names", nargs="+", help="ids (esc_x4), names (esc:dflip = all its scales) or 'all'")
-    fe.add_argument("--scale", type=int, default=None, help="only this scale")
+    fe.add_argument("--scale", type=positive_int, default=None, help="only this scale")
     _store_args(fe)
     ve = sub.add_parser("verify", help="re-hash cached files (or --file) against the manifest / lock file")
     ve.add_argument("names", nargs="*", help="ids or names (default: every cached file)")
-    ve.add_argument("--scale", type=int, default=None, help="only this scale")
+    ve.add_argument("--scale", type=positive_int, default=None, help="only this scale")
     ve.add_argument("--file", default=None, help="verify this local file instead of the cached copy (one entry)")
     _store_args(ve)
     return p

@@ -231,14 +231,18 @@ def test_read_only_output_dir(tmp_path: Path, good_png: Path, capsys) -> None:
         ro.chmod(0o700)
 
 
-def test_failure_mid_batch_leaves_no_partial_file(tmp_path: Path, good_png: Path, weights: str, capsys) -> None:
-    """The first image is written whole; the second (not an image) fails; no temp file remains."""
+def test_bad_file_in_batch_is_skipped_and_the_rest_done(tmp_path: Path, good_png: Path, weights: str,
+                                                        capsys) -> None:
+    """Issue 14: a bad file first no longer stops the batch: it is reported and skipped, the good
+    one after it is written whole, the summary counts both and the exit is 1; no temp file remains."""
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "out"
-    rc = main([str(good_png), str(bad), "-o", str(out), "--model", "agdn", "--scale", "2", "--weights", weights])
-    assert rc != 0
-    assert "bad.png is not a readable image" in _error_line(capsys)
+    rc = main([str(bad), str(good_png), "-o", str(out), "--model", "agdn", "--scale", "2", "--weights", weights])
+    assert rc == 1
+    err = capsys.readouterr().err.splitlines()
+    assert any(ln.startswith(f"skipped: {bad} is not a readable image") for ln in err), err
+    assert "done 1, skipped 1, failed 0" in err
     assert [p.name for p in _files(out)] == ["good.png"]
     with Image.open(out / "good.png") as im:
         assert im.size == (40, 36)
