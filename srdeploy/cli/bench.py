@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from srdeploy.cli.upscale import add_tiling_args
     from srdeploy.runtime import backends
 
-    p = argparse.ArgumentParser(prog="sr-bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="sr-bench", description=__doc__.split("\n\n")[0].replace("``", ""))
     src = p.add_argument_group("model (one of)")
     src.add_argument("--onnx", help="exported .onnx (or STEM.encoder.onnx of an implicit model)")
     src.add_argument("--engine", help="TensorRT engine file")
