@@ -253,7 +253,7 @@ def measure(
             else:
                 say(f"{sample.name}: {res.runtime_ms[-1]:.2f} ms")
         res.memory_mb = predictor.peak_memory().peak_mb
-        say(f"{set_name}: mean {statistics.fmean(res.runtime_ms):.2f} ms, memory {res.memory_mb:.2f} MB (this set)")
+        say(f"{set_name}: mean {res.record(set_name).mean_runtime:.2f} ms, memory {res.memory_mb:.2f} MB (this set)")
         results[set_name] = res
     return results
 

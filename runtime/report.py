@@ -176,9 +176,9 @@ def score_rows(rows: list[Row], base: Row | None, year: int) -> list[str]:
             notes.append(
                 f"{r.key}: far outside the range the formula was made for: "
                 + ", ".join(f"{k} {v:.1f}x the baseline's" for k, v in far.items())
-                + f". The score grows as exp(2x) (made for entries near the baseline, x around 1); at {worst} "
-                f"{far[worst]:.1f}x one term alone is {wr if worst == 'runtime' else SCORE_WEIGHTS[year][1]:g}"
-                f"·e^{2 * far[worst]:.1f} = {r.score:.3g} overall, so the score only says 'far from the baseline': "
+                + f". Each term grows as exp(2x) (the formula was made for entries near the baseline, x around 1): "
+                f"the {worst} term {wr if worst == 'runtime' else SCORE_WEIGHTS[year][1]:g}·e^{2 * far[worst]:.1f} "
+                f"alone makes up the score of {r.score:.3g}, so the score only says 'far from the baseline'; "
                 "compare the ratios instead."
             )
     return notes
@@ -223,10 +223,20 @@ def _bubble_points(size: float, dpi: float) -> float:
 
 
 def plot_pareto(rows: list[Row], path: Path) -> bool:
-    """PSNR (valid) vs runtime, bubble area proportional to parameters.
+    """Save :func:`pareto_figure` to ``path``; returns whether every bubble fits inside the axes."""
+    import matplotlib.pyplot as plt
 
-    The axis limits are widened until every bubble lies inside the axes (returns whether that
-    held), and the runtime axis is logarithmic when the runtimes span more than 10x.
+    fig, _, inside = pareto_figure(rows)
+    fig.savefig(path)
+    plt.close(fig)
+    return inside
+
+
+def pareto_figure(rows: list[Row]) -> tuple[Any, Any, bool]:
+    """PSNR (valid) vs runtime, bubble area proportional to parameters (front: trained weights only).
+
+    The axis limits are widened until every bubble lies inside the axes (the returned flag says
+    whether that held), and the runtime axis is logarithmic when the runtimes span more than 10x.
     """
     import matplotlib
 
@@ -244,13 +254,13 @@ def plot_pareto(rows: list[Row], path: Path) -> bool:
         ax.annotate(r.key, (ms, psnr), fontsize=8, ha="center", va="bottom")
     front: list[tuple[float, float]] = []
     best = -math.inf
-    for _, ms, psnr in sorted(pts, key=lambda p: p[1]):
-        if psnr > best:
+    for r, ms, psnr in sorted(pts, key=lambda p: p[1]):
+        if psnr > best and not r.result.random_weights:  # a random-weight PSNR is no point on a front
             best = psnr
             front.append((ms, psnr))
     if len(front) > 1:
         ax.plot([f[0] for f in front], [f[1] for f in front], "k--", lw=0.8, label="Pareto front")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     if pts and max(p[1] for p in pts) > 10 * min(p[1] for p in pts):
         ax.set_xscale("log")
     ax.set_xlabel(f"{LABELS['runtime']} per image (mean of set means)")
@@ -262,9 +272,7 @@ def plot_pareto(rows: list[Row], path: Path) -> bool:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     inside = _fit_bubbles(fig, ax, [(ms, p) for _, ms, p in pts], sizes)
-    fig.savefig(path)
-    plt.close(fig)
-    return inside
+    return fig, ax, inside
 
 
 def _fit_bubbles(fig: Any, ax: Any, centres: list[tuple[float, float]], sizes: list[float]) -> bool:
@@ -280,10 +288,11 @@ def _fit_bubbles(fig: Any, ax: Any, centres: list[tuple[float, float]], sizes: l
         grow = False
         for (x, y), s in zip(centres, sizes, strict=True):
             cx, cy = ax.transData.transform((x, y))
-            rad = _bubble_points(s, fig.dpi) * 1.08
+            rad = _bubble_points(s, fig.dpi) * 1.02
             if cx - rad < box.x0 or cx + rad > box.x1 or cy - rad < box.y0 or cy + rad > box.y1:
                 grow = True
-                (x0, y0), (x1, y1) = inv.transform([(cx - rad, cy - rad), (cx + rad, cy + rad)])
+                pad = rad * 1.5  # widen past the edge: the new limits shrink the scale, so converge in a few steps
+                (x0, y0), (x1, y1) = inv.transform([(cx - pad, cy - pad), (cx + pad, cy + pad)])
                 lo_x, hi_x, lo_y, hi_y = min(lo_x, x0), max(hi_x, x1), min(lo_y, y0), max(hi_y, y1)
         if not grow:
             return True
