@@ -390,8 +390,9 @@ class BenchResult:
                     stats["gmacs"] = float(entry["flops"])
             w = ours.get("weights") or {}
             sha = str(w.get("sha256") or "")
-            if not sha and not ours.get("random_weights", False) and ours:
-                sha = "unrecorded"  # an older sr-bench entry with real weights: identity not written then
+            if not sha and not ours.get("random_weights", False):
+                # trained weights whose file hash was not written: the NTIRE harness, or an older sr-bench
+                sha = "not recorded (" + ("NTIRE harness results" if not ours else "older sr-bench results") + ")"
             prov = ours.get("provenance")
             load = ours.get("load")
             known = {"model", "scale", "mode", "precision", "backend", "device", "clock", "memory_note", "warmup",

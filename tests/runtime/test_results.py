@@ -151,6 +151,13 @@ def test_record_round_trips_through_results_json(tmp_path: Path) -> None:
                  "weights", "provenance", "deviations"):
         assert getattr(back, attr) == getattr(r, attr), attr
     assert r.ave_runtime == pytest.approx((np.mean([70.0, 62.0, 63.0]) + 88.0) / 2)
+    # a results.json of the NTIRE harness itself: no srdeploy section, trained weights, figures as given
+    harness = {"valid_runtime": [10.0, 12.0], "valid_psnr": [26.9, 27.1], "valid_memory": 20.0,
+               "valid_ave_runtime": 11.0, "valid_ave_psnr": 27.0, "flops": 9.83, "num_parameters": 0.151,
+               "activations": 41.68, "num_conv": 22}
+    h = BenchResult.from_json("span", harness)
+    assert h.harness and not h.random_weights and h.flops_g == 9.83 and h.params_m == pytest.approx(0.151)
+    assert (h.ave_runtime, h.memory_mb) == (11.0, 20.0)
 
 
 def test_bench_log_is_appended_under_a_header_per_run(tmp_path: Path) -> None:
