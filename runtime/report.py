@@ -244,9 +244,12 @@ def pareto_figure(rows: list[Row]) -> tuple[Any, Any, bool]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    pts = [(r, r.result.ave_runtime, r.result.set("valid").mean_psnr if r.result.set("valid") else None)
-           for r in rows]
-    pts = [(r, ms, p) for r, ms, p in pts if ms is not None and p is not None]
+    pts: list[tuple[Row, float, float]] = []
+    for r in rows:
+        valid = r.result.set("valid")
+        ms, psnr = r.result.ave_runtime, valid.mean_psnr if valid else None
+        if ms is not None and psnr is not None:  # rows without PSNR (synthetic inputs) have no point here
+            pts.append((r, ms, psnr))
     sizes = [40 + 3000 * (r.result.params_m or 0.0) for r, _, _ in pts]
     for (r, ms, psnr), size in zip(pts, sizes, strict=True):
         ax.scatter([ms], [psnr], s=size, alpha=0.5, edgecolors="black",
