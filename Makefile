@@ -1,5 +1,5 @@
 # Two commands that work on a fresh machine (see README):
-#   make demo   set up, export ESC fp16 and write the efficiency report
+#   make demo   set up, run scripts/demo.sh (SPAN, AGDN x2 with real weights, ESC x4 fp16) and write report/
 #   make test   set up and run the whole test suite
 PY ?= python3
 VENV ?= .venv

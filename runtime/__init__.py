@@ -7,7 +7,9 @@ Modules (import what you need; nothing heavy is imported here):
   runner, its options and its ``BACKEND`` record.
 * ``artifact`` / ``predict``: read exported artifacts (``open_artifact``) and drive them
   (``open_predictor`` -> ``SRPredictor`` | ``ImplicitPredictor`` for encoder/decoder pairs).
-* ``measure``: ``ntire`` / ``steady`` measurement, ``results.json`` / ``results.txt``.
+* ``measure``: ``ntire`` / ``steady`` measurement, ``results.json`` / ``results.txt`` / ``bench.log``.
+* ``results``: the one typed results record (``BenchResult``) that measurement writes and the
+  report, ``results.txt`` and the log read, with the shared labels and formats (``LABELS``, ``cell``).
 * ``metrics``: PSNR (RGB, NTIRE; Y, papers), SSIM (Y), modcrop, bicubic downscaling.
 * ``graphstats``: MACs / params / activations / #Conv from the ONNX graph (``graph_stats``; the
   per-node MAC rule is :func:`srdeploy.onnxlayer.node_macs`). The torch-side NTIRE counters live

@@ -9,7 +9,7 @@ imports ``srdeploy.export`` or ``srdeploy.models``.
 
 from __future__ import annotations
 
-import statistics
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +26,8 @@ from .graphstats import graph_stats
 from .measure import (
     DEVICE_PEAKS,
     Mode,
-    build_results,
+    build_result,
+    host_load,
     load_sets,
     make_crop_sets,
     measure,
@@ -34,6 +35,12 @@ from .measure import (
     write_results,
 )
 from .predict import Predictor, open_predictor
+from .results import LABELS, BenchResult, HostLoad, Provenance, WeightsIdentity, flops_g_from_stats
+
+#: ``--data-from-image``: the HR crop size cut from each corner (LR = crop / scale)
+CROP = 192
+#: ``--synthetic``: the seed of the uniform-noise inputs
+SYNTHETIC_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ class ModelSource:
     key: str | None = None
     random_weights: bool = True
     stats: dict[str, Any] | None = None  # model statistics counted on the torch side
+    weights_sha256: str = ""  # of the checkpoint file, when known
+    weights_seed: int | None = None  # the seed of random weights, when known
 
 
 def _stats_for(art: Artifact, size: Size, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -97,16 +106,65 @@ def _stats_for(art: Artifact, size: Size, log: Callable[[str], None]) -> dict[st
         log(f"graph statistics: the graph is static at {static[2]}x{static[3]}; counted there, not at {size}")
     st = graph_stats(proto, shape)
     d = st.as_dict()
-    log(f"graph statistics at LR {d['input_shape']}: {st.gmacs:.3f} GMACs, {st.params / 1e6:.4f} M params, "
-        f"{st.num_conv} Conv ({st.shape_source})")
+    log(f"graph statistics at LR {d['input_shape']}: {LABELS['flops']} {flops_g_from_stats(d):.2f} (GMACs, fvcore "
+        f"convention; Conv/Gemm/MatMul/plugins only: {st.gmacs:.2f}), {LABELS['params']} {st.params / 1e6:.3f}, "
+        f"{LABELS['conv']} {st.num_conv} ({st.shape_source})")
     return d
+
+
+def _weights_of(art: Artifact | None, cfg: BenchConfig, source: ModelSource | None) -> WeightsIdentity:
+    """File sha256 from the artifact record (or of --weights), else "random" with the recorded seed."""
+    from srdeploy.cache import sha256_file
+
+    if art is not None and art.record is not None:
+        rec = art.record
+        # weights_seed arrives with issue 14 part C; read it with a default so older artifacts work
+        seed = getattr(rec, "weights_seed", None)
+        if seed is None:
+            seed = art.manifest.get("weights_seed")
+        return WeightsIdentity(rec.weights_sha256, None if rec.weights_sha256 or seed is None else int(seed))
+    if source is not None and source.predictor is not None:
+        if not source.random_weights:
+            sha = source.weights_sha256
+            if not sha and cfg.weights and Path(cfg.weights).is_file():
+                sha = sha256_file(cfg.weights)
+            return WeightsIdentity(sha or f"not recorded ({cfg.weights})")
+        return WeightsIdentity("", source.weights_seed)
+    if cfg.weights is not None and Path(cfg.weights).is_file():
+        return WeightsIdentity(sha256_file(cfg.weights))
+    return WeightsIdentity("", None)
+
+
+def _deviations_of(art: Artifact | None) -> list[dict[str, str]]:
+    """How the graph intentionally differs from PyTorch (``ArtifactRecord.deviations``, issue 14 part C)."""
+    if art is None:
+        return []
+    rec = art.record
+    devs = getattr(rec, "deviations", None) if rec is not None else None
+    if devs is None:
+        devs = art.manifest.get("deviations") or ()
+    out = []
+    for d in devs:
+        if isinstance(d, dict) or hasattr(d, "get"):
+            out.append({"what": str(d.get("what", "")), "measured": str(d.get("measured", "")),
+                        **{str(k): str(v) for k, v in dict(d).items() if k not in ("what", "measured")}})
+    return out
 
 
 def run_bench(cfg: BenchConfig, source: ModelSource | None = None) -> dict[str, Any]:
     """Measure one model per ``cfg`` and write ``results.json``/``results.txt``/``bench.log``.
 
     ``source``: the model when ``cfg.model`` names a registered one (see the module docstring).
+    Returns ``{key: results.json entry}``; the typed record is :func:`bench_result`'s.
     """
+    result = bench_result(cfg, source)
+    return {result.key: result.to_json()}
+
+
+def bench_result(cfg: BenchConfig, source: ModelSource | None = None) -> BenchResult:
+    """:func:`run_bench`, returning the typed :class:`BenchResult` that was written."""
+    from srdeploy.notices import warn, warn_random_weights
+
     sources = [x for x in (cfg.onnx, cfg.engine, cfg.model) if x]
     if len(sources) != 1:
         raise SrdeployError("give exactly one of --model NAME, --onnx FILE, --engine FILE")
@@ -127,11 +185,12 @@ def run_bench(cfg: BenchConfig, source: ModelSource | None = None) -> dict[str, 
     try:
         predictor: Predictor
         art: Artifact | None = None
-        random_weights = cfg.weights is None
         precision = cfg.precision or "fp32"
+        model = ""
         if source is not None and source.predictor is not None:
-            predictor, random_weights, stats = source.predictor, source.random_weights, source.stats
+            predictor, stats = source.predictor, source.stats
             key = cfg.name or source.key or "model"
+            model = cfg.model or ""
             scale = int(predictor.scale)
         else:
             path = source.path if source is not None else (cfg.onnx or cfg.engine)
@@ -144,49 +203,70 @@ def run_bench(cfg: BenchConfig, source: ModelSource | None = None) -> dict[str, 
                     "export the other precision or drop --precision"
                 )
             precision = art.precision
-            random_weights = art.random_weights if art.record is not None else cfg.weights is None
             scale = int(predictor.scale)
             key = cfg.name or art.stem
+            model = art.model
             stats = _stats_for(art, cfg.flops_size, log)
+        weights = _weights_of(art, cfg, source)
+        log(f"weights: {weights.describe()}")
+        if weights.random:
+            warn_random_weights(f"sr-bench: {key}", weights.seed)
         if cfg.data_from_image is not None:
             if tmp is None:
                 tmp = tempfile.TemporaryDirectory(prefix="srbench-")
-            data = str(make_crop_sets(cfg.data_from_image, Path(tmp.name) / "data"))
-            log(f"data: crops of {cfg.data_from_image} (valid 3, test 1; LR by bicubic downscaling)")
+            data = str(make_crop_sets(cfg.data_from_image, Path(tmp.name) / "data", CROP))
+            where = (f"corner crops of {cfg.data_from_image} (valid: top-left, top-right, bottom-left; "
+                     "test: bottom-right)")
+        elif cfg.data is not None:
+            data, where = cfg.data, f"folder {cfg.data} (valid/, test/)"
         else:
-            data = cfg.data
+            data, where = None, "synthetic uniform-noise LR images (no HR: no PSNR)"
         if data is not None:
             sets = load_sets(data, scale)
         else:
             assert cfg.synthetic is not None
-            sets = synthetic_set(cfg.synthetic.h, cfg.synthetic.w, cfg.images)
+            sets = synthetic_set(cfg.synthetic.h, cfg.synthetic.w, cfg.images, SYNTHETIC_SEED)
         log("sets: " + ", ".join(f"{k}={len(v)} images" for k, v in sets.items()))
+        before = host_load()
         with predictor:
             res = measure(predictor, sets, scale, cfg.mode, warmup=cfg.warmup, repeats=cfg.repeats,
                           tiling=cfg.tiling, progress=cfg.progress, log=log, ssim=cfg.ssim)
             info = predictor.describe()
             mem_note = predictor.peak_memory().note
+        load = HostLoad(os.cpu_count() or 1, before, host_load())
+        lr_method = next((r.lr_source for r in res.values() if r.lr_source), "")
+        prov = Provenance(where, lr_method, SYNTHETIC_SEED if data is None else None,
+                          Size(CROP, CROP) if cfg.data_from_image is not None else None)
         clock = predictor.timing.clock
-        extra: dict[str, Any] = {"backend": info.get("backend"), "device": info.get("device"),
-                                 "data": data or f"synthetic {cfg.synthetic}",
+        extra: dict[str, Any] = {"data": data or f"synthetic {cfg.synthetic}",
                                  "tiling": None if cfg.tiling is None else vars(cfg.tiling)}
         if art is not None:
             files = {k: str(v) for k, v in art.files.items()}
             extra["artifact"] = {"stem": art.stem, "graph": art.graph, "files": files, "metadata": art.meta}
-        results = build_results(
+        result = build_result(
             key, res, mode=cfg.mode, scale=scale, stats=stats, predictor_info=info, clock=clock,
-            memory_note=mem_note, precision=precision, random_weights=random_weights, extra=extra,
-            peaks=cfg.peaks, warmup=cfg.warmup, repeats=cfg.repeats,
+            memory_note=mem_note, precision=precision, weights=weights, model=model,
+            backend=str(info.get("backend", "?")), device=str(info.get("device", "?")), provenance=prov,
+            load=load, deviations=_deviations_of(art), extra=extra, peaks=cfg.peaks, warmup=cfg.warmup,
+            repeats=cfg.repeats,
         )
-        entry = results[key]
-        means = [entry[f"{s}_ave_runtime"] for s in res]
-        log(f"{key}: {cfg.mode} runtime {statistics.fmean(means):.3f} ms ({clock}); memory: {mem_note}")
-        write_results(cfg.outdir, results, log_lines)
+        log(f"data: {prov.describe(result.sets)}")
+        log(f"host: {load.describe()}")
+        sp = result.spread
+        if sp is not None:
+            log(f"spread: {sp.describe()}")
+        if result.busy:
+            reasons = "; ".join(result.busy_reasons)
+            log(f"BUSY MACHINE: {reasons}")
+            warn(f"sr-bench: {key} was timed on a busy machine ({reasons}); its runtime is not trustworthy, "
+                 "re-run on an idle machine")
+        log(f"{key}: {cfg.mode} {LABELS['runtime']} {result.ave_runtime:.2f} ({clock}); memory: {mem_note}")
+        write_results(cfg.outdir, [result], log_lines)
         if cfg.report:
             from .report import write_report
 
             write_report([Path(cfg.outdir) / "results.json"], cfg.report)
-        return results
+        return result
     finally:
         if tmp is not None:
             tmp.cleanup()

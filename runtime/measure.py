@@ -15,7 +15,6 @@ memory bandwidth when the peaks are known.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import statistics
 import sys
@@ -29,10 +28,21 @@ import numpy as np
 
 from srdeploy.errors import InputImageError, SrdeployError
 from srdeploy.imageio import SUPPORTED_SUFFIXES, read_image
+from srdeploy.sizes import Size
 from srdeploy.tiling import Tiling
 
 from . import metrics
 from .predict import Predictor
+from .results import (
+    LABELS,
+    BenchResult,
+    HostLoad,
+    Provenance,
+    SetRecord,
+    WeightsIdentity,
+    cell,
+    summary_line,
+)
 
 Mode = Literal["ntire", "steady"]
 
@@ -165,6 +175,8 @@ def synthetic_set(h: int, w: int, count: int, seed: int = 0) -> dict[str, list[S
 
 @dataclass
 class SetResult:
+    """The mutable accumulator :func:`measure` fills per set; :meth:`record` freezes it."""
+
     runtime_ms: list[float] = field(default_factory=list)  # the reported (device) time per image
     e2e_ms: list[float] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
@@ -172,12 +184,13 @@ class SetResult:
     psnr_y: list[float] = field(default_factory=list)
     memory_mb: float = 0.0
     names: list[str] = field(default_factory=list)
-    lr_sizes: list[str] = field(default_factory=list)
+    lr_sizes: list[Size] = field(default_factory=list)
     lr_source: str = ""
 
-
-def _p90(xs: Sequence[float]) -> float:
-    return float(np.percentile(np.asarray(xs), 90)) if xs else math.nan
+    def record(self, name: str) -> SetRecord:
+        return SetRecord(name, tuple(self.runtime_ms), tuple(self.e2e_ms), tuple(self.psnr), tuple(self.psnr_y),
+                         tuple(self.ssim_y), self.memory_mb, tuple(self.names), tuple(self.lr_sizes),
+                         self.lr_source)
 
 
 def measure(
@@ -229,7 +242,7 @@ def measure(
             res.runtime_ms.append(dev[0] if mode == "ntire" else statistics.median(dev))
             res.e2e_ms.append(e2e[0] if mode == "ntire" else statistics.median(e2e))
             res.names.append(sample.name)
-            res.lr_sizes.append(f"{lr.shape[0]}x{lr.shape[1]}")
+            res.lr_sizes.append(Size(int(lr.shape[0]), int(lr.shape[1])))
             if hr is not None:
                 out = metrics.to_uint8(sr[0])
                 res.psnr.append(metrics.psnr_rgb(out, hr, shave=scale))
@@ -240,7 +253,7 @@ def measure(
             else:
                 say(f"{sample.name}: {res.runtime_ms[-1]:.2f} ms")
         res.memory_mb = predictor.peak_memory().peak_mb
-        say(f"{set_name}: mean {statistics.fmean(res.runtime_ms):.3f} ms, memory {res.memory_mb:.2f} MB")
+        say(f"{set_name}: mean {res.record(set_name).mean_runtime:.2f} ms, memory {res.memory_mb:.2f} MB (this set)")
         results[set_name] = res
     return results
 
@@ -271,7 +284,20 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def build_results(
+
+
+def host_load() -> tuple[float, float, float]:
+    """``os.getloadavg()`` (1, 5, 15 min); zeros where the platform has none."""
+    import os
+
+    try:
+        a, b, c = os.getloadavg()
+    except (AttributeError, OSError):
+        return (0.0, 0.0, 0.0)
+    return (a, b, c)
+
+
+def build_result(
     key: str,
     sets: dict[str, SetResult],
     *,
@@ -282,71 +308,32 @@ def build_results(
     clock: str,
     memory_note: str,
     precision: str,
-    random_weights: bool,
+    weights: WeightsIdentity,
+    model: str = "",
+    backend: str = "?",
+    device: str = "?",
+    provenance: Provenance | None = None,
+    load: HostLoad | None = None,
+    deviations: Sequence[dict[str, str]] = (),
     extra: dict[str, Any] | None = None,
     peaks: tuple[float, float] | None = None,
     warmup: int = 0,
     repeats: int = 1,
-) -> dict[str, Any]:
-    """The ``results.json`` entry for one model: NTIRE keys plus an ``srdeploy`` section."""
-    entry: dict[str, Any] = {}
-    for name, r in sets.items():
-        entry[f"{name}_runtime"] = r.runtime_ms
-        entry[f"{name}_psnr"] = r.psnr
-        entry[f"{name}_memory"] = r.memory_mb
-        entry[f"{name}_ave_runtime"] = statistics.fmean(r.runtime_ms) if r.runtime_ms else None
-        entry[f"{name}_ave_psnr"] = statistics.fmean(r.psnr) if r.psnr else None
-        if r.ssim_y:
-            entry[f"{name}_ssim"] = r.ssim_y
-            entry[f"{name}_ave_ssim"] = statistics.fmean(r.ssim_y)
-    stats = stats or {}
-    entry["activations"] = stats.get("activations", 0) / 1e6 if stats else None
-    entry["num_conv"] = stats.get("num_conv") if stats else None
-    # NTIRE "flops" = fvcore's total: the ONNX count in fvcore's convention (norms/resizes included)
-    fv = stats.get("macs_fvcore_convention") if stats else None
-    entry["flops"] = fv / 1e9 if fv is not None else (stats.get("gmacs") if stats else None)
-    entry["num_parameters"] = stats.get("params", 0) / 1e6 if stats else None
-    set_means = [entry[f"{n}_ave_runtime"] for n in sets if entry.get(f"{n}_ave_runtime") is not None]
-    ours: dict[str, Any] = {
-        "mode": mode,
-        "scale": scale,
-        "precision": precision,
-        "timing_scope": "device time per image (reported runtime); end-to-end time (copies, conversions, "
-                        "tiling) in e2e_runtime",
-        "clock": clock,
-        "warmup": 0 if mode == "ntire" else warmup,
-        "repeats_per_image": 1 if mode == "ntire" else repeats,
-        "statistic": "mean per set, then mean of set means" if mode == "ntire" else "median per image over repeats",
-        "ave_runtime": statistics.fmean(set_means) if set_means else None,
-        "memory_note": memory_note + ("; never reset between sets (NTIRE)" if mode == "ntire" else "; reset per set"),
-        "psnr_note": "RGB, uint8-rounded output, shave = scale, HR modcropped (NTIRE)",
-        "quality_valid": not random_weights,
-        "random_weights": random_weights,
-        "flops_convention": "GMACs (1 multiply-add = 1) from the exported ONNX graph at the LR size in graph_stats, "
-                            "in fvcore's convention (graph_stats.gmacs: Conv/Gemm/MatMul/plugins only)"
-                            if fv is not None else "GMACs (1 multiply-add = 1) as counted by the tool in graph_stats",
-        "graph_stats": stats,
-        "runner": predictor_info,
-        "environment": environment(),
-    }
-    if random_weights:
-        ours["psnr_note"] += "; RANDOM WEIGHTS: quality figures are meaningless"
-    for name, r in sets.items():
-        ours[f"{name}_e2e_runtime"] = r.e2e_ms
-        ours[f"{name}_psnr_y"] = r.psnr_y
-        ours[f"{name}_names"] = r.names
-        ours[f"{name}_lr_sizes"] = r.lr_sizes
-        ours[f"{name}_lr_source"] = r.lr_source
-        if mode == "steady" and r.runtime_ms:
-            ours[f"{name}_median_runtime"] = statistics.median(r.runtime_ms)
-            ours[f"{name}_p90_runtime"] = _p90(r.runtime_ms)
-            ours[f"{name}_median_e2e_runtime"] = statistics.median(r.e2e_ms)
+) -> BenchResult:
+    """The one :class:`BenchResult` of a measured model (serialised by ``BenchResult.to_json``)."""
+    records = tuple(r.record(name) for name, r in sets.items())
+    util = None
     if mode == "steady" and stats and "valid" in sets and sets["valid"].runtime_ms:
-        ours["utilisation"] = _utilisation(stats, sets["valid"], peaks)
-    if extra:
-        ours.update(extra)
-    entry["srdeploy"] = ours
-    return {key: entry}
+        util = _utilisation(stats, sets["valid"], peaks)
+    return BenchResult(
+        key=key, sets=records, model=model or key, scale=scale, mode=mode, precision=precision, backend=backend,
+        device=device, clock=clock,
+        memory_note=memory_note + ("; never reset between sets (NTIRE)" if mode == "ntire" else "; reset per set"),
+        weights=weights, provenance=provenance, load=load,
+        warmup=0 if mode == "ntire" else warmup, repeats=1 if mode == "ntire" else repeats,
+        stats=stats or {}, environment=environment(), runner=predictor_info, extra=extra or {},
+        deviations=tuple(deviations), utilisation=util,
+    )
 
 
 def _utilisation(stats: dict[str, Any], r: SetResult, peaks: tuple[float, float] | None) -> dict[str, Any]:
@@ -356,9 +343,8 @@ def _utilisation(stats: dict[str, Any], r: SetResult, peaks: tuple[float, float]
     per_px_bytes = stats["traffic_bytes"] / (h * w)
     flops, bytes_, secs = 0.0, 0.0, 0.0
     for size, ms in zip(r.lr_sizes, r.runtime_ms, strict=True):
-        lh, lw = (int(v) for v in size.split("x"))
-        flops += 2 * per_px_macs * lh * lw
-        bytes_ += per_px_bytes * lh * lw
+        flops += 2 * per_px_macs * size.h * size.w
+        bytes_ += per_px_bytes * size.h * size.w
         secs += ms / 1e3
     out: dict[str, Any] = {
         "achieved_tflops": flops / secs / 1e12,
@@ -377,57 +363,62 @@ def _utilisation(stats: dict[str, Any], r: SetResult, peaks: tuple[float, float]
     return out
 
 
-def results_txt(results: dict[str, Any]) -> str:
-    """The NTIRE ``results.txt`` layout (tab-separated; test columns when every entry has them)."""
-    include_test = all("test_ave_runtime" in v and v["test_ave_runtime"] is not None for v in results.values())
+def results_txt(results: Sequence[BenchResult]) -> str:
+    """The NTIRE ``results.txt`` layout (tab-separated; test columns when every entry has them).
 
-    def f(v: Any, spec: str) -> str:
-        return "n/a" if v is None else format(v, spec)
+    Every figure is :func:`srdeploy.runtime.results.cell` of the record, as in the report and the
+    log; a PSNR of random weights carries the ``(random weights)`` label. ``Ave Time`` is the mean
+    of the set means and ``Mem`` the peak over all sets, the same figures the report shows.
+    """
+    include_test = bool(results) and all(r.figure_set_has("test") for r in results)
+    qs = ["valid_psnr", *(["test_psnr"] if include_test else []), "valid_runtime",
+          *(["test_runtime", "runtime"] if include_test else []), "params", "flops", "acts", "memory", "conv"]
+    widths = {"valid_psnr": 27, "test_psnr": 27, "valid_runtime": 14, "test_runtime": 14, "runtime": 14,
+              "params": 10, "flops": 10, "acts": 8, "memory": 8, "conv": 8}
+    def row(first: str, cells: list[str]) -> str:
+        return "\t".join([f"{first:20s}", *(f"{c:{widths[q]}s}" for q, c in zip(qs, cells, strict=True))]) + "\n"
 
-    if include_test:
-        fmt = "{:20s}\t{:10s}\t{:10s}\t{:14s}\t{:14s}\t{:14s}\t{:10s}\t{:10s}\t{:8s}\t{:8s}\t{:8s}\n"
-        s = fmt.format("Model", "Val PSNR", "Test PSNR", "Val Time [ms]", "Test Time [ms]", "Ave Time [ms]",
-                       "Params [M]", "FLOPs [G]", "Acts [M]", "Mem [M]", "Conv")
-    else:
-        fmt = "{:20s}\t{:10s}\t{:14s}\t{:10s}\t{:10s}\t{:8s}\t{:8s}\t{:8s}\n"
-        s = fmt.format("Model", "Val PSNR", "Val Time [ms]", "Params [M]", "FLOPs [G]", "Acts [M]", "Mem [M]", "Conv")
-    for k, v in results.items():
-        cols = [f(v.get("valid_ave_psnr"), "2.2f")]
-        if include_test:
-            cols.append(f(v.get("test_ave_psnr"), "2.2f"))
-        cols.append(f(v.get("valid_ave_runtime"), "3.2f"))
-        if include_test:
-            cols.append(f(v.get("test_ave_runtime"), "3.2f"))
-            cols.append(f((v["valid_ave_runtime"] + v["test_ave_runtime"]) / 2, "3.2f"))
-        cols += [f(v.get("num_parameters"), "2.3f"), f(v.get("flops"), "2.2f"), f(v.get("activations"), "2.2f"),
-                 f(v.get("valid_memory"), "2.2f"), f(v.get("num_conv"), "4d")]
-        s += fmt.format(k, *cols)
+    s = row("Model", [LABELS[q] for q in qs])
+    for r in results:
+        s += row(r.key, [cell(r, q) for q in qs])
     return s
 
 
-def write_results(outdir: str | Path, results: dict[str, Any], log_lines: Sequence[str]) -> list[Path]:
+def write_results(outdir: str | Path, results: Sequence[BenchResult], log_lines: Sequence[str]) -> list[Path]:
     """Write ``results.json``, ``results.txt`` and ``bench.log`` atomically into ``outdir``.
 
     Like the NTIRE harness, an existing ``results.json`` in ``outdir`` is kept and updated by model
-    key, so several runs into one folder build one table.
+    key, so several runs into one folder build one table. ``bench.log`` is appended to, each run
+    under a ``=== sr-bench run ... ===`` header, never overwritten.
     """
     from srdeploy.atomic import staged_dir
 
     outdir = Path(outdir)
     previous = outdir / "results.json"
+    old: dict[str, Any] = {}
     if previous.is_file():
         try:
-            old = json.loads(previous.read_text())
+            data = json.loads(previous.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise SrdeployError(
                 f"{previous} exists but is not valid JSON ({exc}); remove it or use another -o"
             ) from exc
-        if isinstance(old, dict):
-            results = {**{k: v for k, v in old.items() if k not in results}, **results}
+        if isinstance(data, dict):
+            old = data
+    new = {r.key: r for r in results}
+    merged: dict[str, Any] = {k: v for k, v in old.items() if k not in new}
+    merged.update({k: r.to_json() for k, r in new.items()})
+    records = [new[k] if k in new else BenchResult.from_json(k, v, str(previous)) for k, v in merged.items()]
+    log_path = outdir / "bench.log"
+    earlier = log_path.read_text() if log_path.is_file() else ""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    header = f"=== sr-bench run {stamp} ({', '.join(new)}) ==="
+    summary = [summary_line(r) for r in results]
+    text = "\n".join([header, *log_lines, *summary]) + "\n"
     with staged_dir(outdir) as stage:
-        (stage / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
-        (stage / "results.txt").write_text(results_txt(results))
-        (stage / "bench.log").write_text("\n".join(log_lines) + "\n")
+        (stage / "results.json").write_text(json.dumps(merged, indent=2, default=_json_default))
+        (stage / "results.txt").write_text(results_txt(records))
+        (stage / "bench.log").write_text(earlier + ("\n" if earlier and not earlier.endswith("\n") else "") + text)
     return [outdir / "results.json", outdir / "results.txt", outdir / "bench.log"]
 
 

@@ -3,11 +3,12 @@
     sr-bench --onnx esc_x4_fp16.onnx --data bench_data/ -o out/bench
     sr-bench --engine esc_x4_fp16.engine --synthetic 180x320 --mode steady --device-peak jetson-agx-orin -o out/
     sr-bench --model rlfn --scale 4 --synthetic 180x320 -o out/rlfn      # exported on the fly
-    sr-bench --model esc --scale 4 --precision fp16 --data-from-image tests/data/baboon.png \
-        -o out/bench --report report                                    # the README's demo
+    sr-bench --onnx out/export/esc_x4_fp16.onnx --data-from-image tests/data/baboon.png \
+        -o out/bench --report report                                    # one step of the demo
 
 Writes ``results.json`` (NTIRE keys + an ``srdeploy`` section), ``results.txt`` (NTIRE columns)
-and ``bench.log`` into ``-o``. No PyTorch is needed for ``--onnx``/``--engine``.
+and ``bench.log`` (appended per run) into ``-o``, all from one record
+(:class:`srdeploy.runtime.results.BenchResult`). No PyTorch is needed for ``--onnx``/``--engine``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from srdeploy.cli.upscale import add_tiling_args
     from srdeploy.runtime import backends
 
-    p = argparse.ArgumentParser(prog="sr-bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="sr-bench", description=__doc__.split("\n\n")[0].replace("``", ""))
     src = p.add_argument_group("model (one of)")
     src.add_argument("--onnx", help="exported .onnx (or STEM.encoder.onnx of an implicit model)")
     src.add_argument("--engine", help="TensorRT engine file")
@@ -88,9 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_bench_model(cfg)
     else:
         results = run_bench(cfg)
+    from srdeploy.runtime.results import BenchResult, summary_line
+
     for key, entry in results.items():
-        ours = entry["srdeploy"]
-        print(f"{key}: mode={ours['mode']} runtime={ours['ave_runtime']:.3f} ms ({ours['clock']})")
+        r = BenchResult.from_json(key, entry)
+        print(f"mode={r.mode} ({r.clock}) " + summary_line(r))  # the figures and labels of results.txt/report
+        if r.busy:
+            print(f"{key}: BUSY MACHINE: {'; '.join(r.busy_reasons)}")
     print(f"wrote {args.output}/results.json, results.txt, bench.log")
     if args.report:
         print(f"wrote {args.report}/index.html (open it in a browser)")

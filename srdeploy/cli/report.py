@@ -17,7 +17,7 @@ from srdeploy.errors import cli_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sr-report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="sr-report", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("results", nargs="+", help="results.json files (or folders holding one) written by sr-bench")
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.add_argument("--baseline", help="row (results key or model name) to score against; default: the year's "

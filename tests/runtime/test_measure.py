@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from rt_helpers import make_dataset
 from srdeploy.runtime.backends import MemoryReport
-from srdeploy.runtime.measure import build_results, load_sets, measure, results_txt, synthetic_set
+from srdeploy.runtime.measure import build_result, load_sets, measure, results_txt, synthetic_set
 from srdeploy.runtime.predict import Predictor
+from srdeploy.runtime.results import WeightsIdentity
 
 from srdeploy.errors import SrdeployError
 from srdeploy.tiling import Tiling
@@ -50,8 +51,8 @@ def test_ntire_mode_is_cold_single_shot_and_never_resets(tmp_path: Path, data_di
     assert p.resets == 0  # never: the window opened when the model was loaded (weights count)
     assert res["valid"].runtime_ms == [100.0, 101.0] and res["test"].runtime_ms == [102.0]
     assert res["valid"].memory_mb == res["test"].memory_mb == 1.0
-    out = build_results("m", res, mode="ntire", scale=2, stats=None, predictor_info={}, clock="fake",
-                        memory_note="fake", precision="fp32", random_weights=False)["m"]
+    out = build_result("m", res, mode="ntire", scale=2, stats=None, predictor_info={}, clock="fake",
+                       memory_note="fake", precision="fp32", weights=WeightsIdentity("ab" * 32)).to_json()
     assert out["valid_ave_runtime"] == 100.5 and out["srdeploy"]["ave_runtime"] == statistics.fmean([100.5, 102.0])
     assert "never reset" in out["srdeploy"]["memory_note"]
     with pytest.raises(SrdeployError, match="whole images"):
@@ -65,8 +66,9 @@ def test_steady_mode_warms_up_repeats_and_resets_per_set(tmp_path: Path, data_di
     assert p.calls == 2 * 4 + 3 * 3  # warm-up per set + repeats per image
     assert p.resets == 2
     assert res["valid"].runtime_ms[0] == 105.0  # median of 104, 105, 106 after 4 warm-up calls
-    out = build_results("m", res, mode="steady", scale=2, stats=None, predictor_info={}, clock="fake",
-                        memory_note="fake", precision="fp32", random_weights=True, warmup=4, repeats=3)["m"]
+    out = build_result("m", res, mode="steady", scale=2, stats=None, predictor_info={}, clock="fake",
+                       memory_note="fake", precision="fp32", weights=WeightsIdentity(), warmup=4,
+                       repeats=3).to_json()
     assert out["srdeploy"]["warmup"] == 4 and out["srdeploy"]["valid_p90_runtime"] >= 105.0
     assert "RANDOM WEIGHTS" in out["srdeploy"]["psnr_note"]
 
@@ -74,9 +76,9 @@ def test_steady_mode_warms_up_repeats_and_resets_per_set(tmp_path: Path, data_di
 def test_results_txt_without_test_set() -> None:
     p = FakePredictor()
     res = measure(p, synthetic_set(8, 8, 2), 2, "ntire", progress=False)
-    entry = build_results("m", res, mode="ntire", scale=2, stats=None, predictor_info={}, clock="fake",
-                          memory_note="fake", precision="fp32", random_weights=True)
-    lines = results_txt(entry).splitlines()
+    entry = build_result("m", res, mode="ntire", scale=2, stats=None, predictor_info={}, clock="fake",
+                         memory_note="fake", precision="fp32", weights=WeightsIdentity())
+    lines = results_txt([entry]).splitlines()
     assert [c.strip() for c in lines[0].split("\t")] == ["Model", "Val PSNR", "Val Time [ms]", "Params [M]",
                                                           "FLOPs [G]", "Acts [M]", "Mem [M]", "Conv"]
     assert lines[1].split("\t")[1].strip() == "n/a"  # synthetic inputs: no PSNR
@@ -95,11 +97,11 @@ def test_results_json_accumulates_by_model_key(tmp_path: Path) -> None:
 
     for key in ("a", "b", "a"):
         res = measure(FakePredictor(), synthetic_set(8, 8, 1), 2, "ntire", progress=False)
-        entry = build_results(key, res, mode="ntire", scale=2, stats=None, predictor_info={}, clock="fake",
-                              memory_note="fake", precision="fp32", random_weights=True)
-        write_results(tmp_path, entry, ["log"])
+        entry = build_result(key, res, mode="ntire", scale=2, stats=None, predictor_info={}, clock="fake",
+                             memory_note="fake", precision="fp32", weights=WeightsIdentity())
+        write_results(tmp_path, [entry], ["log"])
     assert sorted(json.loads((tmp_path / "results.json").read_text())) == ["a", "b"]
     assert len((tmp_path / "results.txt").read_text().splitlines()) == 3
     (tmp_path / "results.json").write_text("{broken")
     with pytest.raises(SrdeployError, match="not valid JSON"):
-        write_results(tmp_path, entry, ["log"])
+        write_results(tmp_path, [entry], ["log"])
