@@ -100,7 +100,8 @@ def validation_table(val: dict[str, Any]) -> list[str]:
     for c in val["cases"]:
         psnr = c["psnr_db"]
         psnr_text = "inf" if psnr == "inf" else f"{float(psnr):.2f}"
-        rows.append(f"  {c['input']:<14} {c['max_rel_err']:>11.3g} {psnr_text:>8}  PyTorch, export form: passed")
+        above = f" (above the {c['size_path']} threshold)" if c.get("size_path") else ""
+        rows.append(f"  {c['input']:<14} {c['max_rel_err']:>11.3g} {psnr_text:>8}  PyTorch, export form: passed{above}")
     for d in val.get("deviations", []):
         psnr = d["psnr_db"]
         psnr_text = "inf" if psnr in ("inf", None) else f"{float(psnr):.2f}"
