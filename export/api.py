@@ -203,10 +203,10 @@ def export_model(
         model=config, scale=scale, outdir=outdir, **settings)
     plan = _check(cfg, trt_api)
     prepared, plugin_ops = _prepare(plan, reuse)
-    if prepared.weights_kind == "random":
-        notices.warn_random_weights(f"sr-export {cfg.model} x{cfg.scale}", cfg.seed)
     if plan.desc.graph == "encoder+decoder":
-        return _export_two_graph_model(plan, prepared, plugin_ops)
+        pair = _export_two_graph_model(plan, prepared, plugin_ops)
+        _announce_weights(plan, prepared, pair.stem)
+        return pair
     base, onnx_facts = _onnx(plan, prepared, reuse)
     inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
     graph, sections, problems = run_passes(base, _pass_context(plan, prepared, inputs))
@@ -215,7 +215,7 @@ def export_model(
     data = _finalise(graph, props)
     stem = artifact_stem(cfg.model, cfg.scale, cfg.fp16, bool(plugin_ops) or cfg.plugins, cfg.int8)
     validation = _validate_single(plan, prepared, data, inputs, problems, stem) if cfg.run_validation else None
-    deviations = _deviations(plan, prepared, validation, stem)
+    deviations = _deviations(plan, prepared, validation)
     if deviations:  # the record (metadata and manifest head) carries them: same checked graph, new metadata
         props = _record(plan, prepared, plugin_ops, "sr", deviations)
         data = _with_metadata(graph, props)
@@ -232,11 +232,19 @@ def export_model(
         extra=extra,
     )
     files = _write(plan.out, {f"{stem}.onnx": data}, stem, manifest)
+    _announce_deviations(stem, deviations)
+    _announce_weights(plan, prepared, stem)
     result = ExportResult(stem, plan.out, files, manifest, validation, prepared=prepared, fp32_graph=base,
                           onnx_model=graph)
     if plan.engine is not None:
         _build_engine(plan, result, bprof, libs, device)
     return result
+
+
+def _announce_weights(plan: _Plan, prepared: Prepared, stem: str) -> None:
+    """The one random-weights line, once the artifact is written (a failed export says only why)."""
+    if prepared.weights_kind == "random":
+        notices.warn_random_weights(f"the exported {stem}", plan.cfg.seed)
 
 
 def _check(cfg: ExportConfig, trt_api: ModuleType | None = None) -> _Plan:
@@ -341,18 +349,20 @@ def _with_metadata(graph: onnx.ModelProto, props: ArtifactRecord) -> bytes:
     return graph.SerializeToString()
 
 
-def _deviations(plan: _Plan, prepared: Prepared, validation: Validation | None, stem: str) -> list[Deviation]:
-    """The declared deviations of this export (measured by validation, else "not measured"), each
-    announced with one warning line on stderr."""
+def _deviations(plan: _Plan, prepared: Prepared, validation: Validation | None) -> list[Deviation]:
+    """The declared deviations of this export (measured by validation, else "not measured")."""
     if not prepared.replaced_paths:
         return []
     opts = plan.cfg.options
-    found = validation.deviations if validation is not None else [
-        Deviation(p.name, deviation_text(p, opts), None) for p in prepared.replaced_paths]
-    for d in found:
+    return list(validation.deviations if validation is not None else [
+        Deviation(p.name, deviation_text(p, opts), None) for p in prepared.replaced_paths])
+
+
+def _announce_deviations(stem: str, deviations: Sequence[Deviation]) -> None:
+    """One warning line on stderr per declared deviation, once the artifact is written."""
+    for d in deviations:
         notices.warn(f"{stem} intentionally differs from the PyTorch model: {d.what}; {d.measured} "
                      "(declared, not a failure; --static HxW keeps the exact form)")
-    return list(found)
 
 
 def _finalise(graph: onnx.ModelProto, props: ArtifactRecord) -> bytes:

@@ -65,10 +65,10 @@ def test_plan_follows_option_overrides_and_profile_limits() -> None:
 def test_agdn_tlc_threshold_is_where_the_model_changes() -> None:
     """The declaration is true of the model: TLC on == off up to the window, different above it
     (with the window option at 16, which the declared threshold follows, to keep the inputs small)."""
-    on = build("agdn", 2, tlc_window=16).eval()
-    off = build("agdn", 2, tlc=False).eval()
+    on = build("agdn.s", 2, tlc_window=16).eval()
+    off = build("agdn.s", 2, tlc=False).eval()
     off.load_state_dict(on.state_dict())
-    t = descriptor("agdn").size_paths[0].threshold({"tlc_window": 16})
+    t = descriptor("agdn.s").size_paths[0].threshold({"tlc_window": 16})
     assert t == 16
     with torch.inference_mode():
         at = seeded_input((1, 3, t, t), 3)
