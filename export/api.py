@@ -392,7 +392,7 @@ def _validate_single(
     if prepared.as_built is not None and prepared.replaced_paths:
         validation.deviations = measure_deviations(
             session, torch_reference(prepared.as_built), inputs, prepared.replaced_paths, plan.cfg.options,
-            np.float16 if plan.cfg.fp16_io else np.float32)
+            np.float16 if plan.cfg.fp16_io else np.float32, validation.path_outputs)
     return validation
 
 

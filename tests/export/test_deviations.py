@@ -114,7 +114,7 @@ def test_agdn_dynamic_export_reports_the_tlc_deviation(tmp_path: Path, capsys: p
         ref = as_built(torch.from_numpy(x)).numpy()
     diff = np.abs(np.clip(got, 0, 1).astype(np.float64) - np.clip(ref, 0, 1)) * 255.0
     assert abs(diff.max() - dev["max_abs_levels"]) < 0.01 and abs(diff.mean() - dev["mean_abs_levels"]) < 0.001
-    assert diff.max() > 5.0  # a real difference, not rounding (measured: 27.4 levels max, 2.51 mean)
+    assert diff.max() > 5.0  # a real difference, not rounding (measured: 24.8 levels max, 1.82 mean)
     psnr = 10 * np.log10(255.0**2 / np.mean(diff**2))
     assert abs(psnr - dev["psnr_db"]) < 0.01
 
