@@ -215,3 +215,15 @@ def test_record_round_trip_with_deviations_and_seed() -> None:
         assert back is not None and [dict(d) for d in back.deviations] == [dev] and back.weights_seed == 7
     old = ArtifactRecord.from_manifest({"model": "esc", "scale": 4})  # an artifact from before the fields
     assert old.deviations == () and old.weights_seed is None
+
+
+def test_tlc_option_decides_whether_anything_deviates() -> None:
+    from srdeploy.export.torch2onnx import prepare
+
+    with pytest.raises(ExportError, match=r"--static HxW or use --option tlc=false"):
+        prepare("agdn", 2, options={"tlc": True})
+    off = prepare("agdn", 2, options={"tlc": False})  # TLC off in PyTorch too: nothing to declare
+    assert off.replaced_paths == [] and off.as_built is None
+    on = prepare("agdn", 2)
+    assert [p.name for p in on.replaced_paths] == ["tlc"] and on.as_built is not None
+    assert prepare("agdn", 2, dynamic=False).replaced_paths == []  # --static keeps TLC
