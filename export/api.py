@@ -25,7 +25,7 @@ import onnx
 from srdeploy.models import Descriptor, descriptor
 from srdeploy.models.registry import ShapeProfile
 
-from srdeploy import onnxlayer
+from srdeploy import notices, onnxlayer
 from srdeploy.atomic import check_outdir, staged_dir
 from srdeploy.cache import sha256_bytes
 from srdeploy.errors import ExportError, ShapeError, SrdeployError
@@ -39,7 +39,16 @@ from .engines.export_step import EngineRequest, build_engine, resolve_engine
 from .manifest import BatchedProfile, artifact_stem, polygraphy_command, record, set_metadata, trtexec_command
 from .passes import PassContext, run_passes
 from .torch2onnx import Prepared, onnx_from_torch, prepare
-from .validate import Case, Validation, check_model, validate, validation_cases
+from .validate import (
+    Case,
+    Deviation,
+    Validation,
+    check_model,
+    deviation_text,
+    measure_deviations,
+    validate,
+    validation_cases,
+)
 
 
 @dataclass
@@ -169,7 +178,8 @@ class _Plan:
 
     @property
     def cases(self) -> list[Case]:
-        return validation_cases(self.desc, self.cfg.static, self.profile if self.from_flags else None)
+        return validation_cases(self.desc, self.cfg.static, self.profile if self.from_flags else None,
+                                self.cfg.options)
 
 
 def export_model(
@@ -194,7 +204,9 @@ def export_model(
     plan = _check(cfg, trt_api)
     prepared, plugin_ops = _prepare(plan, reuse)
     if plan.desc.graph == "encoder+decoder":
-        return _export_two_graph_model(plan, prepared, plugin_ops)
+        pair = _export_two_graph_model(plan, prepared, plugin_ops)
+        _announce_weights(plan, prepared, pair.stem)
+        return pair
     base, onnx_facts = _onnx(plan, prepared, reuse)
     inputs = make_inputs(plan.cases, cfg.validation_image, cfg.seed)
     graph, sections, problems = run_passes(base, _pass_context(plan, prepared, inputs))
@@ -203,6 +215,10 @@ def export_model(
     data = _finalise(graph, props)
     stem = artifact_stem(cfg.model, cfg.scale, cfg.fp16, bool(plugin_ops) or cfg.plugins, cfg.int8)
     validation = _validate_single(plan, prepared, data, inputs, problems, stem) if cfg.run_validation else None
+    deviations = _deviations(plan, prepared, validation)
+    if deviations:  # the record (metadata and manifest head) carries them: same checked graph, new metadata
+        props = _record(plan, prepared, plugin_ops, "sr", deviations)
+        data = _with_metadata(graph, props)
     extra = {}
     if validation is not None and cfg.fp16 and plugin_ops:
         extra["fp16_plugins_vs_portable"] = _compare_portable_fp16(plan, prepared, inputs, validation, stem)
@@ -216,11 +232,19 @@ def export_model(
         extra=extra,
     )
     files = _write(plan.out, {f"{stem}.onnx": data}, stem, manifest)
+    _announce_deviations(stem, deviations)
+    _announce_weights(plan, prepared, stem)
     result = ExportResult(stem, plan.out, files, manifest, validation, prepared=prepared, fp32_graph=base,
                           onnx_model=graph)
     if plan.engine is not None:
         _build_engine(plan, result, bprof, libs, device)
     return result
+
+
+def _announce_weights(plan: _Plan, prepared: Prepared, stem: str) -> None:
+    """The one random-weights line, once the artifact is written (a failed export says only why)."""
+    if prepared.weights_kind == "random":
+        notices.warn_random_weights(f"the exported {stem}", plan.cfg.seed)
 
 
 def _check(cfg: ExportConfig, trt_api: ModuleType | None = None) -> _Plan:
@@ -300,7 +324,9 @@ def _pass_context(plan: _Plan, prepared: Prepared, inputs: list[tuple[Case, np.n
     )
 
 
-def _record(plan: _Plan, prepared: Prepared, plugin_ops: list[str], graph: str) -> ArtifactRecord:
+def _record(
+    plan: _Plan, prepared: Prepared, plugin_ops: list[str], graph: str, deviations: Sequence[Deviation] = ()
+) -> ArtifactRecord:
     two = graph != "sr"
     return record(
         desc=plan.desc,
@@ -312,7 +338,31 @@ def _record(plan: _Plan, prepared: Prepared, plugin_ops: list[str], graph: str) 
         io_dtype="float16" if plan.cfg.fp16_io and not two else "float32",
         graph=graph,
         plugins=plugin_ops,
+        deviations=[d.as_record() for d in deviations],
+        weights_seed=plan.cfg.seed if prepared.weights_kind == "random" else None,
     )
+
+
+def _with_metadata(graph: onnx.ModelProto, props: ArtifactRecord) -> bytes:
+    """``props`` as the metadata of ``graph`` (already through ``onnx.checker``), serialised."""
+    set_metadata(graph, props)
+    return graph.SerializeToString()
+
+
+def _deviations(plan: _Plan, prepared: Prepared, validation: Validation | None) -> list[Deviation]:
+    """The declared deviations of this export (measured by validation, else "not measured")."""
+    if not prepared.replaced_paths:
+        return []
+    opts = plan.cfg.options
+    return list(validation.deviations if validation is not None else [
+        Deviation(p.name, deviation_text(p, opts), None) for p in prepared.replaced_paths])
+
+
+def _announce_deviations(stem: str, deviations: Sequence[Deviation]) -> None:
+    """One warning line on stderr per declared deviation, once the artifact is written."""
+    for d in deviations:
+        notices.warn(f"{stem} intentionally differs from the PyTorch model: {d.what}; {d.measured} "
+                     "(declared, not a failure; --static HxW keeps the exact form)")
 
 
 def _finalise(graph: onnx.ModelProto, props: ArtifactRecord) -> bytes:
@@ -339,6 +389,10 @@ def _validate_single(
     validation.failures.extend(problems)
     if not validation.passed:
         raise ExportError(f"validation of {stem} failed, nothing written: " + "; ".join(validation.failures[:4]))
+    if prepared.as_built is not None and prepared.replaced_paths:
+        validation.deviations = measure_deviations(
+            session, torch_reference(prepared.as_built), inputs, prepared.replaced_paths, plan.cfg.options,
+            np.float16 if plan.cfg.fp16_io else np.float32, validation.path_outputs)
     return validation
 
 
@@ -449,6 +503,7 @@ def build_manifest(
             "sha256": prepared.weights_sha256,
             "file": os.path.basename(prepared.weights_path) if prepared.weights_path else None,
             "license": desc.weights_license,
+            "seed": props.weights_seed,
         },
         **graphs,
         "model_notes": list(prepared.notes),

@@ -122,6 +122,19 @@ def compare(out: np.ndarray, ref: np.ndarray, ref64: np.ndarray | None = None) -
     )
 
 
+def image_difference(out: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
+    """``(max, mean)`` absolute difference in 8-bit levels and PSNR in dB (peak 255) of two
+    [0, 1] images, each clamped to [0, 1] first (what a saved image would show, before rounding)."""
+    o = np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0) * 255.0
+    r = np.clip(np.asarray(ref, dtype=np.float64), 0.0, 1.0) * 255.0
+    if o.shape != r.shape:
+        raise ValueError(f"output shape {o.shape} != reference shape {r.shape}")
+    diff = np.abs(np.nan_to_num(o, nan=255.0) - r)
+    mse = float(np.mean(np.square(diff))) if diff.size else 0.0
+    psnr = math.inf if mse == 0.0 else 10.0 * math.log10(255.0 * 255.0 / mse)
+    return (float(diff.max()) if diff.size else 0.0), (float(diff.mean()) if diff.size else 0.0), psnr
+
+
 def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
     o = np.asarray(out, dtype=np.float64)
     r = np.asarray(ref, dtype=np.float64)

@@ -60,6 +60,8 @@ def record(
     io_dtype: str,
     graph: str = "sr",
     plugins: Sequence[str] = (),
+    deviations: Sequence[Mapping[str, Any]] = (),
+    weights_seed: int | None = None,
 ) -> ArtifactRecord:
     """The typed facts of one exported graph (written as metadata and as the manifest's head)."""
     return ArtifactRecord(
@@ -76,6 +78,8 @@ def record(
         hparams=dict(hparams),
         descriptor=desc.as_dict(),
         version=srdeploy.__version__,
+        deviations=tuple(deviations),
+        weights_seed=weights_seed,
     )
 
 

@@ -18,7 +18,7 @@ import io
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ import onnx
 import torch
 from srdeploy.models import Descriptor, build, descriptor
 from srdeploy.models.fusion import fuse_model
+from srdeploy.models.registry import SizePath
 
 from srdeploy.errors import CheckpointError, ExportError
 
@@ -47,6 +48,10 @@ class Prepared:
     weights_path: str | None
     options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the declared size paths this export replaced by their dynamic form (intentional deviations)
+    # and the model as the user built it, before that replacement (None: nothing was replaced)
+    replaced_paths: list[SizePath] = field(default_factory=list)
+    as_built: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
     def weights_kind(self) -> Literal["random", "real"]:
@@ -69,6 +74,13 @@ def seed_parameters(model: torch.nn.Module, seed: int) -> None:
                 p.copy_(seeded_tensor(name, tuple(p.shape), seed))
 
 
+#: how the exporter switches a declared size path (``SizePath.dynamic_form``) to its dynamic form,
+#: by path name; a descriptor that declares a dynamic form the exporter cannot switch is refused
+DYNAMIC_FORMS: dict[str, Callable[[torch.nn.Module], None]] = {
+    "tlc": lambda m: m.set_tlc(None),  # AGDN: global channel attention
+}
+
+
 def prepare(
     name: str,
     scale: int,
@@ -79,9 +91,10 @@ def prepare(
 ) -> Prepared:
     """Build ``name`` at ``scale`` (real weights or seeded random ones) and fuse a copy.
 
-    Size-dependent test-time procedures cannot be exported with dynamic H/W: a model exposing
-    ``set_tlc(window | None)`` (AGDN's test-time local converter, whose window list depends on
-    the input size) is switched to its global form for dynamic export; ``--static`` keeps it.
+    Size-dependent test-time procedures cannot be exported with dynamic H/W: a size path the
+    descriptor declares with a ``dynamic_form`` (AGDN's test-time local converter, whose window
+    list depends on the input size) is switched to that form for dynamic export (``--static``
+    keeps it); the model as built is kept as ``as_built`` so validation can measure the difference.
     """
     desc = descriptor(name)
     desc.check_scale(scale)
@@ -95,13 +108,25 @@ def prepare(
     info = getattr(model, "_srdeploy_weights", None)
     if weights is None:
         seed_parameters(model, seed)
-    notes = []
-    set_tlc = getattr(model, "set_tlc", None)
-    if dynamic and callable(set_tlc) and any(getattr(m, "tlc_window", None) for m in model.modules()):
-        if opts.get("tlc") is True:
-            raise ExportError(f"{name}: TLC needs a fixed input size; add --static HxW or use --option tlc=false")
-        set_tlc(None)
-        notes.append("TLC off for dynamic H/W: global channel attention (export --static HxW to keep TLC)")
+    notes: list[str] = []
+    replaced: list[SizePath] = []
+    as_built = None
+    for path in desc.size_paths if dynamic else ():
+        if path.dynamic_form is None or not path.active(opts):
+            continue
+        if path.switch_option and opts.get(path.switch_option) is True:
+            raise ExportError(f"{name}: {path.name} needs a fixed input size; add --static HxW or use "
+                              f"--option {path.switch_option}=false")
+        switch = DYNAMIC_FORMS.get(path.name)
+        if switch is None:
+            raise ExportError(f"{name} declares a dynamic form for size path {path.name!r} that the exporter cannot "
+                              "switch to; add it to srdeploy.export.torch2onnx.DYNAMIC_FORMS or export with --static")
+        if as_built is None:
+            as_built = copy.deepcopy(model).eval()
+        switch(model)
+        replaced.append(path)
+        notes.append(f"{path.what} replaced by {path.dynamic_form}, which differs above {path.threshold(opts)} LR "
+                     f"pixels (export --static HxW to keep {path.name})")
     reference = copy.deepcopy(model).eval()
     fusions = fuse_model(model)
     model.eval()
@@ -116,6 +141,8 @@ def prepare(
         weights_path=info["path"] if info else None,
         options=opts,
         notes=notes,
+        replaced_paths=replaced,
+        as_built=as_built,
     )
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from srdeploy.errors import SrdeployError
 from srdeploy.sizes import Size
 
-from .registry import Descriptor, ShapeProfile, register
+from .registry import Descriptor, ShapeProfile, SizePath, register
 
 __all__ = ["AGDN", "build_agdn", "build_agdn_s", "local_variance", "tlc_starts"]
 
@@ -405,6 +405,15 @@ def _descriptor(name: str, variant: str | None, channels: int, blocks: int, wind
         paper=PAPER,
         hparams={"channels": channels, "blocks": blocks, "heads": 3, "ffn_expansion": 2, "tlc_window": window},
         source=SOURCE,
+        # TLC windows of `window` LR pixels: at or below it one window spans the image (= global
+        # attention); above it the windows overlap and are averaged. A dynamic-shape export uses the
+        # global form (the loops depend on the input size), so above the window it differs.
+        size_paths=(
+            SizePath("tlc", window, f"TLC (sparse channel attention in overlapping {window}x{window} LR windows)",
+                     hparam="tlc_window", dynamic_form="global channel attention for dynamic H/W",
+                     switch_option="tlc"),
+        ),
+        test_tier="fast",
     )
 
 

@@ -49,7 +49,7 @@ from srdeploy.sizes import Size
 from srdeploy.tiling import Tiling
 
 from .layers import ESA
-from .registry import Descriptor, ShapeProfile, register
+from .registry import Descriptor, ShapeProfile, SizePath, register
 
 __all__ = [
     "ASID",
@@ -512,6 +512,13 @@ def _descriptor(name: str, variant: str | None, groups: int) -> Descriptor:
         ),
         hparams={**_HPARAMS, "res_num": groups},
         source=_SOURCE,
+        # every side is padded to a multiple of 8 and to >= 16; above 16 the window (SLA) and grid
+        # (SGA) attentions see more than a 2x2 lattice
+        size_paths=(
+            SizePath("window_grid_attention", _MIN_PADDED,
+                     f"{_WINDOW}x{_WINDOW} window (SLA) and grid (SGA) attention over a lattice larger than 2x2"),
+        ),
+        test_tier="fast",
     )
 
 

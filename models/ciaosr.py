@@ -45,7 +45,7 @@ from srdeploy.sizes import Size
 from srdeploy.tiling import Tiling
 
 from ._ciaosr_backbones import RDN, EDSRBaseline, SwinIREncoder
-from .registry import Descriptor, ShapeProfile, register
+from .registry import Descriptor, ShapeProfile, SizePath, register
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 MLP_HIDDEN = (256, 256, 256, 256)
@@ -433,7 +433,8 @@ _TILING = Tiling(192, 32, "average")  # the authors' clip_test (test scale <= 4)
 
 
 def _descriptor(
-    variant: str | None, backbone: str, feat_dim: int, min_size: int, multiple: int, heavy: bool = False
+    variant: str | None, backbone: str, feat_dim: int, min_size: int, multiple: int, heavy: bool = False,
+    size_paths: tuple[SizePath, ...] = (),
 ) -> Descriptor:
     return Descriptor(
         name="ciaosr" if variant is None else f"ciaosr.{variant}",
@@ -463,10 +464,11 @@ def _descriptor(
             "mlp_hidden": list(MLP_HIDDEN),
             "eval_bsize": DEFAULT_CHUNK,
             "rgb_mean": list(RGB_MEAN),
-            # the generic every-model CPU test skips these; tests/models/test_ciaosr.py covers them (slow)
-            "heavy": heavy,
         },
         source=_SOURCE,
+        size_paths=size_paths,
+        # heavy: the generic every-model CPU tests skip these; tests/models/test_ciaosr.py covers them (slow)
+        test_tier="heavy" if heavy else "fast",
     )
 
 
@@ -492,7 +494,11 @@ def build_ciaosr_rdn(scale: int, *, chunk: int = DEFAULT_CHUNK, nla_pixels_per_s
     return CiaoSR("rdn", int(scale), chunk, nla_pixels_per_step)
 
 
-@register(_descriptor("swinir", "swinir", 180, min_size=5, multiple=8, heavy=True))
+# SwinIR's 8x8 (shifted) windows: above 8 the encoder attends in several windows with the shift mask
+_SWIN_WINDOWS = SizePath("swin_windows", 8, "8x8 shifted-window attention over several windows")
+
+
+@register(_descriptor("swinir", "swinir", 180, min_size=5, multiple=8, heavy=True, size_paths=(_SWIN_WINDOWS,)))
 def build_ciaosr_swinir(scale: int, *, chunk: int = DEFAULT_CHUNK, nla_pixels_per_step: int = 0) -> CiaoSR:
     """CiaoSR with the SwinIR encoder (14,667,218 parameters)."""
     _check_build_scale("ciaosr.swinir", scale)

@@ -34,7 +34,7 @@ from srdeploy.sizes import Size
 from srdeploy.tiling import Tiling
 
 from .attention import AttentionCore, window_attention
-from .registry import Descriptor, ShapeProfile, register
+from .registry import Descriptor, ShapeProfile, SizePath, register
 
 __all__ = [
     "ESC",
@@ -587,6 +587,13 @@ def _descriptor(name: str, variant: str | None, scales: tuple[int, ...], hparams
         paper=_PAPER,
         hparams=hparams,
         source=_SOURCE,
+        # above one window the attention splits (and reflect-pads) the feature map into windows
+        size_paths=(
+            SizePath("window_attention", hparams["window_size"],
+                     f"{hparams['window_size']}x{hparams['window_size']} window attention: several windows, "
+                     "reflect-padded to a multiple", hparam="window_size"),
+        ),
+        test_tier="slow" if hparams["n_blocks"] > 5 else "fast",
     )
 
 

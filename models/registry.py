@@ -16,6 +16,44 @@ from srdeploy.sizes import Size
 from srdeploy.tiling import Tiling
 
 InputRange = Literal["0-1", "0-255", "-1-1"]
+#: how expensive a model is to build, run and export on a CPU, for the test suite's selection:
+#: ``fast`` runs in every generic per-model test; ``slow`` runs there under the ``slow`` marker;
+#: ``heavy`` is skipped by the generic tests (its family's own slow tests cover it)
+TestTier = Literal["fast", "slow", "heavy"]
+TEST_TIERS: tuple[str, ...] = ("fast", "slow", "heavy")
+
+
+@dataclass(frozen=True)
+class SizePath:
+    """A size-dependent code path: the model computes differently once an LR side exceeds ``above``.
+
+    Validation runs at least one case above every declared threshold (both H and W above it), so a
+    graph that handles only the small-size form cannot pass unnoticed. ``hparam``: the descriptor
+    hparam (and build option) that overrides the threshold, e.g. ``tlc_window``. ``dynamic_form``:
+    set when a dynamic-shape export replaces this path by another computation (an intentional,
+    declared deviation from the PyTorch model, measured and reported at export); ``switch_option``:
+    the boolean build option that turns the path off in PyTorch too (then nothing deviates).
+    """
+
+    name: str
+    above: int
+    what: str
+    hparam: str | None = None
+    dynamic_form: str | None = None
+    switch_option: str | None = None
+
+    def threshold(self, options: Mapping[str, Any] | None = None) -> int:
+        """The threshold in LR pixels, after a build option that overrides it."""
+        value = (options or {}).get(self.hparam) if self.hparam else None
+        return int(value) if value else self.above
+
+    def active(self, options: Mapping[str, Any] | None = None) -> bool:
+        """Whether the path is on in the model built with ``options``."""
+        return not self.switch_option or (options or {}).get(self.switch_option, True) is not False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "above": self.above, "what": self.what, "hparam": self.hparam,
+                "dynamic_form": self.dynamic_form, "switch_option": self.switch_option}
 
 
 @dataclass(frozen=True)
@@ -57,6 +95,17 @@ class Descriptor:
     graph: str = "sr"
     # the TensorRT plugins `sr-export --plugins` swaps in (srdeploy.plugins.registry names)
     plugin_points: tuple[str, ...] = ()
+    # the size-dependent paths validation must exercise (see SizePath); () = size-agnostic
+    size_paths: tuple[SizePath, ...] = ()
+    test_tier: TestTier = "fast"
+
+    def __post_init__(self) -> None:
+        if self.test_tier not in TEST_TIERS:
+            raise ValueError(f"{self.name}: test_tier must be one of {TEST_TIERS}, not {self.test_tier!r}")
+        if self.graph not in ("sr", "encoder+decoder"):
+            raise ValueError(f"{self.name}: graph must be 'sr' or 'encoder+decoder', not {self.graph!r}")
+        object.__setattr__(self, "size_paths", tuple(self.size_paths))
+        object.__setattr__(self, "plugin_points", tuple(self.plugin_points))
 
     def check_scale(self, scale: int | float) -> None:
         if self.scales is None:
@@ -92,6 +141,8 @@ class Descriptor:
             "source": self.source,
             "graph": self.graph,
             "plugin_points": list(self.plugin_points),
+            "size_paths": [p.as_dict() for p in self.size_paths],
+            "test_tier": self.test_tier,
         }
 
 

@@ -19,12 +19,19 @@ from srdeploy.errors import SrdeployError
 from srdeploy.tiling import Tiling
 
 META_PREFIX = "srdeploy."
-_JSON_FIELDS = ("descriptor", "hparams", "fusions", "plugins")
+_JSON_FIELDS = ("descriptor", "hparams", "fusions", "plugins", "deviations")
+#: the keys every ``deviations`` entry carries (``what``/``measured``: one line each; levels are
+#: 8-bit levels of the [0, 1] output, ``size`` is the LR ``HxW`` the difference was measured at)
+DEVIATION_KEYS = ("what", "measured", "max_abs_levels", "mean_abs_levels", "psnr_db", "size")
 
 
 def _number(v: Any) -> float:
     f = float(v)
     return int(f) if f.is_integer() else f
+
+
+def _seed(v: Any) -> int | None:
+    return None if v is None or v == "" else int(v)
 
 
 def _frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -48,8 +55,13 @@ class ArtifactRecord:
     hparams: Mapping[str, Any] = field(default_factory=lambda: _frozen(None))
     descriptor: Mapping[str, Any] = field(default_factory=lambda: _frozen(None))
     version: str = ""
+    # intentional, declared differences of the graph from the PyTorch model (e.g. AGDN's TLC off
+    # for dynamic shapes), each with its measured size (DEVIATION_KEYS); () = none
+    deviations: tuple[Mapping[str, Any], ...] = ()
+    weights_seed: int | None = None  # the seed of the random weights; None for real weights
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "deviations", tuple(_frozen(d) for d in self.deviations))
         object.__setattr__(self, "plugins", tuple(self.plugins))
         object.__setattr__(self, "fusions", tuple(self.fusions))
         object.__setattr__(self, "hparams", _frozen(self.hparams))
@@ -92,6 +104,8 @@ class ArtifactRecord:
             "hparams": dict(self.hparams),
             "descriptor": dict(self.descriptor),
             "version": self.version,
+            "deviations": [dict(d) for d in self.deviations],
+            "weights_seed": self.weights_seed,
         }
 
     def to_metadata(self) -> dict[str, str]:
@@ -102,6 +116,8 @@ class ArtifactRecord:
                 text = json.dumps(v, sort_keys=True, default=str)
             elif k == "scale":
                 text = "" if v is None else f"{v:g}"
+            elif k == "weights_seed":
+                text = "" if v is None else str(v)
             else:
                 text = str(v)
             out[META_PREFIX + k] = text
@@ -126,6 +142,8 @@ class ArtifactRecord:
                 hparams=data.get("hparams") or {},
                 descriptor=data.get("descriptor") or {},
                 version=str(data.get("version") or ""),
+                deviations=tuple(dict(d) for d in data.get("deviations") or ()),
+                weights_seed=_seed(data.get("weights_seed")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SrdeployError(f"{origin} is not an srdeploy artifact record ({exc!r}); re-export the model") from exc

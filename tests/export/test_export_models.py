@@ -2,7 +2,8 @@
 
 Parametrised over the registry, so models registered later are covered automatically. Each
 model is exported once per session at a small size (``exports`` fixture); fp16 is derived from
-the fp32 graph by the graph pass. Heavy variants run in the slow tier.
+the fp32 graph by the graph pass. Variants whose descriptor's ``test_tier`` is not "fast" run in
+the slow tier.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from srdeploy.models._testing import seeded_input
 
 from srdeploy.onnxlayer import session as ort_session
 
-HEAVY = {"esc.real", "ciaosr.rdn", "ciaosr.swinir"}
+# the descriptor's test tier: "slow" and "heavy" models run in the slow tier here
+HEAVY = {n for n in list_models() if descriptor(n).test_tier != "fast"}
 META_KEYS = {
     "srdeploy.model", "srdeploy.scale", "srdeploy.descriptor", "srdeploy.hparams", "srdeploy.weights_sha256",
     "srdeploy.weights_license", "srdeploy.fusions", "srdeploy.precision", "srdeploy.io_dtype",
-    "srdeploy.version", "srdeploy.graph", "srdeploy.plugins",
+    "srdeploy.version", "srdeploy.graph", "srdeploy.plugins", "srdeploy.deviations", "srdeploy.weights_seed",
 }
 
 

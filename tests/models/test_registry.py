@@ -88,7 +88,7 @@ def test_models_import_no_other_package_module() -> None:
 @pytest.mark.parametrize("name", models.list_models())
 def test_build_contract_small_odd_input(name: str) -> None:
     d = models.descriptor(name)
-    if d.hparams.get("heavy"):
+    if d.test_tier == "heavy":
         pytest.skip(f"{name} is covered by its family's slow tests")
     scale = (d.scales or (2,))[-1]
     m = models.build(name, scale)
