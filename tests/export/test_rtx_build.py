@@ -29,8 +29,6 @@ from srdeploy.export.engines.export_step import EngineRequest, build_engine
 from srdeploy.export.manifest import BatchedProfile
 from srdeploy.models import descriptor, list_models
 
-from srdeploy.errors import ExportError
-
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings not installed (pip install "
                           "'srdeploy[rtx]')")
 
@@ -150,13 +148,6 @@ def _two_graph_shapes(res: Any, role: str) -> tuple[BatchedProfile, tuple[Any, .
     return prof, tuple((n, s["min"], s["opt"], s["max"]) for n, s in shapes.items())
 
 
-ENCODER_BUILD = pytest.mark.xfail(
-    strict=True, raises=ExportError,
-    reason="the encoder parses since its fold has no Col2Im, but TensorRT-RTX 1.7's Myelin fails shape inference "
-    "of the cross-scale attention's 0.5x Resize ('Resize shape dims should be non-negative'); not yet resolved",
-)  # fmt: skip
-
-
 @pytest.mark.parametrize("name", _params(TWO_GRAPH))
 def test_ciaosr_encoder_parses_in_rtx_without_col2im(exports, name: str) -> None:
     res = exports.get(name)
@@ -167,13 +158,17 @@ def test_ciaosr_encoder_parses_in_rtx_without_col2im(exports, name: str) -> None
 
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("name", _params(TWO_GRAPH))
-@pytest.mark.parametrize("role", [pytest.param("encoder", marks=ENCODER_BUILD), "decoder"])
+@pytest.mark.parametrize("role", ["encoder", "decoder"])
 def test_rtx_builds_ciaosr_graphs(exports, name: str, role: str, tmp_path: Path) -> None:
     from srdeploy.export.engines import EngineFromOnnx, EngineOptions
 
     res = exports.get(name)
     path = res.outdir / res.manifest["graphs"][role]["file"]
-    assert not any(n.op_type == "Col2Im" for n in onnx.load(path).graph.node), "the encoder fold must not use Col2Im"
+    nodes = onnx.load(path).graph.node
+    assert not any(n.op_type == "Col2Im" for n in nodes), "the encoder fold must not use Col2Im"
+    # the cross-scale attention's 1/2 bilinear downsample is strided slices: TensorRT-RTX 1.7's Myelin
+    # failed on its traced Resize ("Resize shape dims should be non-negative")
+    assert role == "decoder" or not any(n.op_type == "Resize" for n in nodes)
     network_stats(path.read_bytes())
     prof, extra = _two_graph_shapes(res, role)
     opts = EngineOptions((prof,), extra_inputs=extra)
