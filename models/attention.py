@@ -32,6 +32,7 @@ BiasIndex = Literal["k-q", "q-k"]
 __all__ = [
     "AttentionCore",
     "BiasIndex",
+    "chunked_window_attention",
     "expand_bias",
     "native_window_attention",
     "use_native_attention",
@@ -117,6 +118,53 @@ def window_attention(
     bias = expand_bias(bias_table, window, bias_index).to(q.dtype)
     score = (q @ k.transpose(-2, -1)) * scale + bias
     return torch.softmax(score, dim=-1) @ v
+
+
+def chunked_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias_table: torch.Tensor,
+    *,
+    window: int,
+    bias_index: BiasIndex = "k-q",
+    scale: float | None = None,
+    chunks: int,
+) -> torch.Tensor:
+    """:func:`window_attention` computed for the queries in ``chunks`` equal row blocks.
+
+    Softmax is per query row, so each block ``softmax(scale * q[rows] @ k^T + bias[rows]) @ v`` is
+    exactly the same rows of the unchunked result; the blocks are concatenated along the token axis.
+    The point is the exported graph: the largest tensor is ``(B*nW, heads, N/chunks, N)`` instead of
+    ``(B*nW, heads, N, N)`` (``N`` is fixed by the window, so the blocks are static slices and the
+    window count stays dynamic). TensorRT-RTX has no fp32 fused attention, and the unchunked fp32 ESC
+    graph needs about 4.5 GiB of activations at 270x480 (docs/export.md).
+
+    Independent blocks are not enough: TensorRT-RTX's Myelin compiler keeps every block's scores live
+    at once (measured on the attention alone, 240 windows: 8062 MB unchunked, 8124 MB in 8 independent
+    blocks). So each block after the first reads the previous block's output through
+    ``q_block + 0 * prev[:, :, :1, :1]``: the blocks run in order and one block's scores are dead before
+    the next one's exist (1141 MB in 8 chained blocks). Adding that zero leaves finite values exactly
+    as they were; a NaN or Inf in one block's output would spread into the next blocks.
+    """
+    d = _check_window_args(q, bias_table, window)
+    n = q.shape[-2]
+    if chunks < 1 or n % chunks:
+        raise ValueError(f"chunks must be >= 1 and divide the {n} tokens of a window, got {chunks}")
+    if scale is None:
+        scale = d**-0.5
+    bias = expand_bias(bias_table, window, bias_index).to(q.dtype)
+    kt = k.transpose(-2, -1)
+    rows = n // chunks
+    outs: list[torch.Tensor] = []
+    for i in range(chunks):
+        sl = slice(i * rows, (i + 1) * rows)
+        qb = q[:, :, sl]
+        if outs:  # the order the builder must keep (see above)
+            qb = qb + outs[-1][:, :, :1, :1] * 0.0
+        score = (qb @ kt) * scale + bias[:, sl]
+        outs.append(torch.softmax(score, dim=-1) @ v)
+    return torch.cat(outs, dim=2)
 
 
 NATIVE_MIN_OPSET = 23

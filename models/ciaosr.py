@@ -127,6 +127,21 @@ def fold_blocks(cols: torch.Tensor, size: tuple[int, int], kernel: int, stride: 
     return full[:, :, padding : padding + size[0], padding : padding + size[1]]
 
 
+def downsample_bilinear(x: torch.Tensor, s: int) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=1/s, mode="bilinear")`` for H, W multiples of ``s``, without Resize.
+
+    With half-pixel centres, output pixel ``i`` samples input coordinate ``(i + 0.5) * s - 0.5 =
+    s*i + (s - 1)/2``: the mean of rows ``s*i + floor((s-1)/2)`` and ``s*i + ceil((s-1)/2)`` (one row
+    when ``s`` is odd), the same along columns. Written as strided slices and ``0.5 * (a + b)``, which
+    equals the interpolation's ``0.5*a + 0.5*b`` (halving is exact). The traced Resize computed its
+    output size from the padded input's shape, and TensorRT-RTX 1.7's Myelin failed on it ("Resize
+    shape dims should be non-negative"); strided slices have no output-size computation.
+    """
+    lo, hi = (s - 1) // 2, s // 2
+    x = x[:, :, lo::s] if lo == hi else 0.5 * (x[:, :, lo::s] + x[:, :, hi::s])
+    return x[..., lo::s] if lo == hi else 0.5 * (x[..., lo::s] + x[..., hi::s])
+
+
 class CrossScaleAttention(nn.Module):
     """Cross-scale non-local attention (s = 2, 3x3 matching, 6x6 reconstruction patches).
 
@@ -179,7 +194,7 @@ class CrossScaleAttention(nn.Module):
         hp, wp = x.shape[-2:]
         embed = self.conv_assembly(x)
         match = self.conv_match_1(x)
-        ref = self.conv_match_2(F.interpolate(x, scale_factor=1.0 / s, mode="bilinear"))
+        ref = self.conv_match_2(downsample_bilinear(x, s))  # = F.interpolate(x, scale_factor=1/s, "bilinear")
         mid = match.shape[1]
         # (b, c*36, L): 6x6 embedding patches at stride 2 ("same" zero padding 2)
         pad = (big - s) // 2

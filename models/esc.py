@@ -23,7 +23,7 @@ What differs from the authors' module, on purpose:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from srdeploy.errors import ShapeError
 from srdeploy.sizes import Size
 from srdeploy.tiling import Tiling
 
-from .attention import AttentionCore, window_attention
+from .attention import AttentionCore, chunked_window_attention, window_attention
 from .registry import Descriptor, ShapeProfile, SizePath, register
 
 __all__ = [
@@ -117,7 +117,7 @@ class WindowAttention(nn.Module):
     ``self.core`` is the attention function (contract A); a plugin path swaps it per instance.
     """
 
-    def __init__(self, dim: int, window: int, heads: int) -> None:
+    def __init__(self, dim: int, window: int, heads: int, query_chunks: int = 1) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
@@ -131,6 +131,12 @@ class WindowAttention(nn.Module):
         # MatMul (FusedMatMul alpha) instead of a Mul over the (B*nW, heads, N, N) scores
         self.scale = float((dim // heads) ** -0.5)
         self.core: AttentionCore = window_attention
+        # > 1: the portable core runs in this many query blocks (chunked_window_attention), so the
+        # exported graph's largest tensor is 1/query_chunks of the (B*nW, heads, N, N) scores; a
+        # swapped core (plugin, native Attention) ignores it
+        if query_chunks < 1 or (window * window) % query_chunks:
+            raise ValueError(f"query_chunks must divide the {window * window} tokens of a window, got {query_chunks}")
+        self.query_chunks = query_chunks
 
     def _to_windows(self, t: torch.Tensor) -> torch.Tensor:
         """(B, heads*d, H, W) -> (B*nW, heads, window*window, d), windows row-major, tokens row-major."""
@@ -151,20 +157,29 @@ class WindowAttention(nn.Module):
         x = _pad_to_multiple(x, self.window)
         b, _, hp, wp = x.shape
         q, k, v = self.to_qkv(x).chunk(3, dim=1)
-        out = self.core(
-            self._to_windows(q),
-            self._to_windows(k),
-            self._to_windows(v),
-            self.relative_position_bias,
-            window=self.window,
-            bias_index="k-q",
-            scale=self.scale,
-        )
+        args = (self._to_windows(q), self._to_windows(k), self._to_windows(v), self.relative_position_bias)
+        if self.query_chunks > 1 and self.core is window_attention:
+            out = chunked_window_attention(
+                *args, window=self.window, bias_index="k-q", scale=self.scale, chunks=self.query_chunks
+            )
+        else:
+            out = self.core(*args, window=self.window, bias_index="k-q", scale=self.scale)
         out = self._from_windows(out, b, hp, wp)[:, :, :h, :w]
         return self.to_out(out)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window={self.window}, heads={self.heads}"
+
+
+def set_query_chunks(model: nn.Module, chunks: int) -> int:
+    """Set ``query_chunks`` on every :class:`WindowAttention` of ``model``; returns how many were set."""
+    mods = [m for m in model.modules() if isinstance(m, WindowAttention)]
+    for m in mods:
+        n = m.window * m.window
+        if chunks < 1 or n % chunks:
+            raise ValueError(f"attn_chunks must be >= 1 and divide the {n} tokens of a window, got {chunks}")
+        m.query_chunks = chunks
+    return len(mods)
 
 
 def d4_symmetrise(kernel: torch.Tensor) -> torch.Tensor:
@@ -555,6 +570,7 @@ class ESCFP(_ESCBase):
 # --------------------------------------------------------------------------------------------------
 # registry
 
+_M = TypeVar("_M", bound=nn.Module)
 _SOURCE = "dslisleedh/ESC@e7e6938"
 _PAPER = (
     "Lee, Yun, Ro. Emulating Self-attention with Convolution for Efficient Image Super-Resolution. "
@@ -567,6 +583,19 @@ _PROFILE = ShapeProfile(min=Size(32, 32), opt=Size(180, 320), max=Size(360, 640)
 # a 192x192 LR tile (36 windows) peaks near 1.2 GB in fp32 on CPU instead of ~8 GB for an HD x2
 # input. The tile is a multiple of the window (no padding waste); the overlap is one window.
 _TILING = Tiling(tile=192, overlap=32, blend="crop")
+
+
+# The portable attention's query blocks in the builders' default (``--option attn_chunks=N``; 1 is
+# the unchunked graph). Chosen by benchmarks/bench_chunked_attention.py (esc.light x4 fp32, the
+# descriptor profile up to 360x640, TensorRT-RTX 1.7, hard 4096 MiB workspace): 1 does not build
+# (requests 4101 MiB), 4 -> 2531 MiB of activations, 8 -> 1581 MiB (17 s), 16 -> 1105 MiB (36 s).
+# The graphs are bit-identical in ONNX Runtime and not slower on its CPU EP (docs/export.md).
+ATTN_CHUNKS = 8
+
+
+def _chunked(model: _M, chunks: int) -> _M:
+    set_query_chunks(model, chunks)
+    return model
 
 
 def _descriptor(name: str, variant: str | None, scales: tuple[int, ...], hparams: dict) -> Descriptor:
@@ -605,24 +634,24 @@ _REAL_H = {"dim": 64, "n_blocks": 10, "num_heads": 4, "exp_ratio": 2, **_COMMON}
 
 
 @register(_descriptor("esc", None, (2, 3, 4), _ESC_H))
-def esc(scale: int, *, whole_image_pad: bool = False) -> ESC:
+def esc(scale: int, *, whole_image_pad: bool = False, attn_chunks: int = ATTN_CHUNKS) -> ESC:
     """ESC (options/test/ESC_DIV2K_X*.yaml; also the ESC_DFLIP_X* weights)."""
-    return ESC(scale, n_blocks=5, whole_image_pad=whole_image_pad)
+    return _chunked(ESC(scale, n_blocks=5, whole_image_pad=whole_image_pad), attn_chunks)
 
 
 @register(_descriptor("esc.light", "light", (2, 3, 4), _LIGHT_H))
-def esc_light(scale: int, *, whole_image_pad: bool = False) -> ESC:
+def esc_light(scale: int, *, whole_image_pad: bool = False, attn_chunks: int = ATTN_CHUNKS) -> ESC:
     """ESC-light (options/test/ESC_light_X*.yaml)."""
-    return ESC(scale, n_blocks=3, whole_image_pad=whole_image_pad)
+    return _chunked(ESC(scale, n_blocks=3, whole_image_pad=whole_image_pad), attn_chunks)
 
 
 @register(_descriptor("esc.fp", "fp", (2, 3, 4), _FP_H))
-def esc_fp(scale: int, *, whole_image_pad: bool = False) -> ESCFP:
+def esc_fp(scale: int, *, whole_image_pad: bool = False, attn_chunks: int = ATTN_CHUNKS) -> ESCFP:
     """ESC-FP (options/test/ESC_FP_X*.yaml)."""
-    return ESCFP(scale, whole_image_pad=whole_image_pad)
+    return _chunked(ESCFP(scale, whole_image_pad=whole_image_pad), attn_chunks)
 
 
 @register(_descriptor("esc.real", "real", (4,), _REAL_H))
-def esc_real(scale: int, *, whole_image_pad: bool = False) -> ESCReal:
+def esc_real(scale: int, *, whole_image_pad: bool = False, attn_chunks: int = ATTN_CHUNKS) -> ESCReal:
     """ESC-Real x4 (options/test/ESC_Real_X4.yaml, ESC_Real_X4_GAN.pth)."""
-    return ESCReal(scale, whole_image_pad=whole_image_pad)
+    return _chunked(ESCReal(scale, whole_image_pad=whole_image_pad), attn_chunks)

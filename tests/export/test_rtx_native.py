@@ -26,7 +26,9 @@ def native(exports, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     root = tmp_path_factory.mktemp("native")
     scale = exports.scale(MODEL)
-    fp32 = export_model(MODEL, scale, root / "fp32", attention="native")
+    # fp32 without the exporter's validation: test_native_equals_portable_in_onnx_runtime below is the
+    # check, against the portable graph; the fp16 export keeps its gate (asserted below)
+    fp32 = export_model(MODEL, scale, root / "fp32", attention="native", run_validation=False)
     fp16 = export_model(MODEL, scale, root / "fp16", attention="native", fp16=True, reuse=fp32)
     return {"fp32": fp32, "fp16": fp16, "portable": exports.get(MODEL)}
 
@@ -66,6 +68,9 @@ def test_native_fp16_builds_fused_in_rtx(native: dict[str, Any], tmp_path: Path)
     from srdeploy.export.engines.export_step import EngineRequest, build_engine
     from srdeploy.export.manifest import BatchedProfile
     from srdeploy.models import descriptor
+    from srdeploy.models.registry import ShapeProfile
+
+    from srdeploy.sizes import Size
 
     res = native["fp16"]
     nodes = native["fp16"].manifest["attention"]["attention_nodes"]
@@ -74,9 +79,12 @@ def test_native_fp16_builds_fused_in_rtx(native: dict[str, Any], tmp_path: Path)
     local = tmp_path / res.onnx_path.name
     local.write_bytes(res.onnx_path.read_bytes())
     man = dict(res.manifest)
-    # fp16 layers are not marked decomposable: this build only succeeds with the fused kernel
-    out = build_engine(EngineRequest(get_flavour("rtx"), trt), local, tmp_path / "m.json", man,
-                       BatchedProfile.from_shapes(descriptor(MODEL).trt_profile), workspace_mib=4096, opt_level=3,
-                       cache_dir=tmp_path / "cache")
+    # fp16 layers are not marked decomposable: this build only succeeds with the fused kernel. A small
+    # profile (min, opt = max = 96x96: 9 windows) for CI time; the descriptor profile built in 14-29 s
+    # by hand (docs/export.md), and the layer count above does not depend on the profile.
+    p = descriptor(MODEL).trt_profile
+    prof = BatchedProfile.from_shapes(ShapeProfile(p.min, Size(96, 96), Size(96, 96)))
+    out = build_engine(EngineRequest(get_flavour("rtx"), trt), local, tmp_path / "m.json", man, prof,
+                       workspace_mib=4096, opt_level=3, cache_dir=tmp_path / "cache")
     assert out.engine_path.stat().st_size > 100_000 and man["engine"]["workspace_source"] == "default"
     print(f"native fp16 {MODEL}: {man['engine']['build_seconds']} s, {man['engine']['builder_memory']}")
