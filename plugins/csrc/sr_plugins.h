@@ -14,13 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "sr_plugin_table.gen.h"
+
 namespace srdeploy
 {
 
-constexpr char const* kWindowAttentionName = "SRWindowAttention";
-constexpr char const* kLocalEnsembleName = "CiaoSRLocalEnsemble";
-constexpr char const* kWindowAttentionVersion = "1";
-constexpr char const* kLocalEnsembleVersion = "1";
+// k<Plugin>Name / k<Plugin>Version come from the specs: sr_plugin_table.gen.h (generated).
 constexpr char const* kPluginNamespace = "";
 
 //! Route plugin errors to TensorRT's logger (set by setLoggerFinder) or to stderr.
