@@ -182,10 +182,13 @@ def test_cpp_names_and_versions_follow_the_specs() -> None:
 
     from srdeploy.plugins.registry import PLUGINS
 
-    header = (Path(build.__file__).parent / "csrc" / "sr_plugins.h").read_text()
+    # the constants are generated from the specs (csrc/sr_plugin_table.gen.h); the plugin classes use them
+    header = (Path(build.__file__).parent / "csrc" / "sr_plugin_table.gen.h").read_text()
     consts = dict(re.findall(r'constexpr char const\* (k\w+) = "([^"]*)";', header))
     cpp = {"SRWindowAttention": "kWindowAttention", "CiaoSRLocalEnsemble": "kLocalEnsemble"}
     assert set(cpp) == set(PLUGINS)
+    classes = (Path(build.__file__).parent / "csrc" / "sr_plugins.h").read_text()
+    assert all(f"return {prefix}Version;" in classes for prefix in cpp.values())
     for op, prefix in cpp.items():
         spec = load_spec(op)
         assert consts[f"{prefix}Name"] == spec.op_type
