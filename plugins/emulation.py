@@ -1,6 +1,6 @@
 """CPU emulations (numpy) of the CUDA kernels' exact algorithms, tested against the references.
 
-These are not references: they replay what ``plugins/csrc/*.cu`` do, step by step, so that the
+These are not references: they replay what ``plugins/csrc/<Op>/kernel.cu`` do, step by step, so that the
 kernels' algorithm (tiling, online-softmax rescaling, exp2 with folded log2(e), precision of
 each intermediate) is executed in CI without a GPU.
 
