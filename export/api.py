@@ -221,7 +221,7 @@ def export_model(
         data = _with_metadata(graph, props)
     extra = {}
     if validation is not None and cfg.fp16 and plugin_ops:
-        extra["fp16_plugins_vs_portable"] = _compare_portable_fp16(plan, prepared, inputs, validation, stem)
+        extra["fp16_plugins_vs_portable"] = _compare_portable_fp16(plan, prepared, inputs, validation, stem, graph)
     bprof = BatchedProfile.from_shapes(plan.profile, cfg.max_batch)
     libs = _plugin_libs(plugin_ops)
     manifest = build_manifest(
@@ -396,16 +396,23 @@ def _validate_single(
     return validation
 
 
-#: how much worse (worst-case PSNR) the fp16 plugin graph may validate than the portable fp16 graph
-PLUGIN_FP16_MARGIN_DB = 1.0
+# ---- issue 12: the fp16 plugin graph against the portable fp16 graph (one place in this file)
 
 
 def _compare_portable_fp16(
-    plan: _Plan, prepared: Prepared, inputs: list[tuple[Case, np.ndarray]], plugin_validation: Validation, stem: str
+    plan: _Plan, prepared: Prepared, inputs: list[tuple[Case, np.ndarray]], plugin_validation: Validation, stem: str,
+    plugin_graph: onnx.ModelProto,
 ) -> dict[str, Any]:
     """Validate the portable fp16 graph (same model, weights and fp16 pass, no plugins) through the
-    same gate against the same PyTorch fp32 reference, and require the fp16 plugin graph to be no
-    more than :data:`PLUGIN_FP16_MARGIN_DB` worse. Measured on every ``--fp16 --plugins`` export."""
+    same gate against the same PyTorch fp32 reference and report both worst-case PSNRs; then
+    measure every fp16 plugin node where it makes its error (:func:`fp16.plugin_node_precision`,
+    on the calibration input) and refuse the export when a node costs more than
+    ``PLUGIN_LOCAL_MARGIN_DB`` over the fp16 floor. The end-to-end delta is reported, not gated:
+    on seeded weights equally accurate fp16 roundings of the attention output alone move the
+    worst-case PSNR over a ~4 dB band (docs/plugins.md), so a 1 dB end-to-end gate would judge
+    rounding luck, not the kernel."""
+    from .fp16 import PLUGIN_LOCAL_MARGIN_DB, plugin_node_precision
+
     cfg = plan.cfg
     portable = prepare(cfg.model, cfg.scale, cfg.weights, cfg.options, cfg.seed, dynamic=cfg.static is None)
     base, _ = _onnx(plan, portable, None)
@@ -420,19 +427,25 @@ def _compare_portable_fp16(
             f"{stem}: the portable fp16 graph (the plugin graph's yardstick) failed validation, nothing written: "
             + "; ".join(val.failures[:3])
         )
-    got, ref = plugin_validation.worst.psnr_db, val.worst.psnr_db
-    if got < ref - PLUGIN_FP16_MARGIN_DB:
+    io = np.float16 if cfg.fp16_io else np.float32
+    nodes = plugin_node_precision(plugin_graph, [{plugin_graph.graph.input[0].name: inputs[0][1].astype(io)}])
+    bad = [n for n in nodes if not n["passed"]]
+    if bad:
+        worst = min(bad, key=lambda n: n["node_db"] - n["floor_db"])
         raise ExportError(
-            f"{stem}: the fp16 plugin graph validates at {got:.2f} dB, more than {PLUGIN_FP16_MARGIN_DB} dB below "
-            f"the portable fp16 graph ({ref:.2f} dB); nothing written. Export without --plugins, or fix the plugin"
+            f"{stem}: fp16 plugin node {worst['node']} is {worst['cost_db']:.2f} dB above the fp16 floor "
+            f"({worst['node_db']:.2f} vs {worst['floor_db']:.2f} dB, allowed {PLUGIN_LOCAL_MARGIN_DB}); nothing "
+            "written. Export without --plugins, or fix the plugin kernel"
         )
+    got, ref = plugin_validation.worst.psnr_db, val.worst.psnr_db
     return {
         "reference": "PyTorch fp32",
         "plugins_fp16": {"psnr_db": round(got, 3), "max_rel_err": plugin_validation.worst.max_rel_err},
         "portable_fp16": {"psnr_db": round(ref, 3), "max_rel_err": val.worst.max_rel_err,
                           "cases": [{"input": str(c), **cmp.as_dict()} for c, cmp in val.results]},
         "delta_db": round(got - ref, 3),
-        "allowed_drop_db": PLUGIN_FP16_MARGIN_DB,
+        "plugin_nodes": nodes,
+        "gate": f"each fp16 plugin node within {PLUGIN_LOCAL_MARGIN_DB} dB of the fp16 floor on the calibration input",
         "passed": True,
     }
 

@@ -433,6 +433,63 @@ def error_gain(
     return gains
 
 
+# ------------------------------------------------------------------- plugin nodes, measured locally
+
+#: how far (dB) a plugin node's own fp16 error may lie above the fp16 floor (see plugin_node_precision)
+PLUGIN_LOCAL_MARGIN_DB = 1.0
+
+
+def _db(ref: np.ndarray, err: np.ndarray) -> float:
+    """20 log10(rms(ref) / rms(err)): the signal-to-error ratio of one tensor (inf when exact)."""
+    e = float(np.sqrt(np.mean(np.square(err, dtype=np.float64))))
+    r = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64))))
+    return float("inf") if e == 0.0 else 20.0 * float(np.log10(max(r, 1e-30) / e))
+
+
+def plugin_node_precision(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """Per fp16 plugin node of ``model``: its output's error where the node itself made it.
+
+    The graph runs in ONNX Runtime (the fp16 plugin nodes through the kernel's replay, see
+    :mod:`srdeploy.plugins.ort`) with every plugin node's inputs and output captured. On the
+    node's own fp16 inputs, the plugin's float64 reference gives the exact result; the node's
+    output is compared with it (``node_db``), and so is that exact result rounded once to the
+    output's dtype (``floor_db``: the best any implementation with that output type can do).
+    ``node_db`` vs ``floor_db`` is what the kernel's algorithm costs, free of the error that the
+    rest of the network adds before and amplifies after the node (which on seeded weights moves a
+    graph's end-to-end PSNR by several dB between equally accurate roundings; docs/plugins.md).
+    """
+    from srdeploy.plugins.registry import PLUGINS, plugin_nodes
+
+    nodes = [n for n in plugin_nodes(model) if PLUGINS[n.op_type].fp16]
+    inits = {t.name: t for t in model.graph.initializer}
+    names = [x for n in nodes for x in (*n.input, n.output[0]) if x and x not in inits]
+    acc: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for feed in feeds:
+        got = onnxlayer.run_with_intermediates(model, feed, names)
+        for node in nodes:
+            if node.input[0] not in got or got[node.input[0]].dtype != np.float16:
+                continue  # an fp32 island: nothing of the fp16 kernel to measure
+            plugin = PLUGINS[node.op_type]
+            args = [got[x] if x in got else numpy_helper.to_array(inits[x]) for x in node.input]
+            attrs = {}
+            for a in node.attribute:
+                if a.name in plugin.pyop_attrs:
+                    val = helper.get_attribute_value(a)
+                    attrs[a.name] = val.decode() if isinstance(val, bytes) else val
+            exact = np.asarray(plugin.numpy_reference(*(x.astype(np.float64) for x in args), **attrs), np.float64)
+            out = got[node.output[0]]
+            rounded = exact.astype(out.dtype).astype(np.float64)
+            acc[node.name or node.output[0]].append(
+                (_db(exact, out.astype(np.float64) - exact), _db(exact, rounded - exact)))
+    result = []
+    for name, pairs in acc.items():
+        node_db, floor_db = min(p[0] for p in pairs), min(p[1] for p in pairs)
+        result.append({"node": name, "node_db": round(node_db, 3), "floor_db": round(floor_db, 3),
+                       "cost_db": round(floor_db - node_db, 3),
+                       "passed": node_db >= floor_db - PLUGIN_LOCAL_MARGIN_DB})
+    return result
+
+
 # ------------------------------------------------------------------------------------ the pass
 
 FP16_MIN_MAC_FRACTION = 0.90

@@ -157,5 +157,9 @@ def polygraphy_command(
     args += ["--trt-min-shapes", *arg("min"), "--trt-opt-shapes", *arg("opt"), "--trt-max-shapes", *arg("max")]
     args += ["--input-shapes", *arg("opt"), "--atol", f"{atol:g}", "--rtol", f"{rtol:g}"]
     if plugin_libs:
-        args += ["--plugins", *plugin_libs]
+        # issue 12: Polygraphy loads --plugins with ctypes.CDLL, which registers nothing from the
+        # getCreators library; it gets the static-registration variant (srdeploy.plugins.library)
+        from srdeploy.plugins.library import dlopen_library
+
+        args += ["--plugins", *(dlopen_library(lib) for lib in plugin_libs)]
     return shlex.join(args)

@@ -1,6 +1,6 @@
 """CPU emulations (numpy) of the CUDA kernels' exact algorithms, tested against the references.
 
-These are not references: they replay what ``plugins/csrc/*.cu`` do, step by step, so that the
+These are not references: they replay what ``plugins/csrc/<Op>/kernel.cu`` do, step by step, so that the
 kernels' algorithm (tiling, online-softmax rescaling, exp2 with folded log2(e), precision of
 each intermediate) is executed in CI without a GPU.
 
@@ -8,7 +8,8 @@ Window attention (both kernels): 64-row query tiles (rows are independent), keys
 tiles of ``key_tile`` = 64 in order; per tile s = fma(q.k, scale*log2e, table*log2e),
 m' = max(m, max_tile s), alpha = exp2(m - m'), l = l*alpha + sum exp2(s - m'),
 o = o*alpha + exp2(s - m') @ v; out = o / l. The fp16 kernel computes q.k from fp16 inputs with
-fp32 accumulation and rounds P to fp16 before the P.V product (l is summed from fp32 P).
+fp32 accumulation and feeds P to the P.V product as two fp16 parts, fp16(P) and
+fp16(P - fp16(P)), one mma each into the same fp32 accumulator (l is summed from fp32 P).
 Within one tile numpy sums in its own order, and np.exp2 stands for the kernels' MUFU
 ``ex2.approx.ftz`` (relative error <= 2^-22); both differ only at fp32 rounding level, which the
 tolerances cover.
@@ -26,6 +27,12 @@ from .spec import WINDOW_ATTENTION, load_spec
 
 LOG2E = np.float32(1.4426950408889634)
 WARP = 32
+
+
+def split_half(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 ``x`` as two fp16 parts, ``fp16(x)`` and ``fp16(x - fp16(x))`` (the kernel's splitHalf2)."""
+    hi = x.astype(np.float16)
+    return hi, (x - hi.astype(np.float32)).astype(np.float16)
 
 
 def _relative_index(window: int, bias_index: str) -> np.ndarray:
@@ -78,8 +85,12 @@ def emulate_window_attention(
             alpha = np.exp2(m - m_new).astype(np.float32)  # exp2(-inf) = 0 on the first tile
         p = np.exp2(s - m_new[..., None]).astype(np.float32)
         l_sum = l_sum * alpha + p.sum(axis=-1, dtype=np.float32)
-        p_mm = p.astype(np.float16).astype(np.float32) if fp16 else p
-        acc = acc * alpha[..., None] + np.matmul(p_mm, vf[..., ks, :])
+        if fp16:  # two fp16 parts, two products: Phi.V then Plo.V into the same accumulator
+            p_hi, p_lo = split_half(p)
+            acc = acc * alpha[..., None] + np.matmul(p_hi.astype(np.float32), vf[..., ks, :])
+            acc = acc + np.matmul(p_lo.astype(np.float32), vf[..., ks, :])
+        else:
+            acc = acc * alpha[..., None] + np.matmul(p, vf[..., ks, :])
         m = m_new
     out = acc * (np.float32(1.0) / l_sum)[..., None]
     return out.astype(q.dtype)
@@ -237,12 +248,13 @@ def emulate_window_attention_f16_lanes(
                     l_lo = l_lo + (s[nt][:, 0] + s[nt][:, 1])
                     l_hi = l_hi + (s[nt][:, 2] + s[nt][:, 3])
                 for kk in range(tile // 16):
-                    p = np.concatenate([s[2 * kk][:, 0:2], s[2 * kk][:, 2:4], s[2 * kk + 1][:, 0:2],
-                                        s[2 * kk + 1][:, 2:4]], axis=1).astype(np.float16)  # fmt: skip
+                    p, p_lo = split_half(np.concatenate([s[2 * kk][:, 0:2], s[2 * kk][:, 2:4], s[2 * kk + 1][:, 0:2],
+                                                         s[2 * kk + 1][:, 2:4]], axis=1))  # fmt: skip
                     for nt in range(d // 8):
                         v_row = (nt * 8 + _G) * stride_v + kk * 16 + 2 * _T
                         b = np.stack([s_vt[v_row], s_vt[v_row + 1], s_vt[v_row + 8], s_vt[v_row + 9]], axis=1)
                         o[nt] = _mma16816(p, b, o[nt])
+                        o[nt] = _mma16816(p_lo, b, o[nt])
             l_lo, l_hi = _quad_allreduce(l_lo, np.add), _quad_allreduce(l_hi, np.add)
             for nt in range(d // 8):
                 for e in range(2):
@@ -356,13 +368,14 @@ def emulate_window_attention_f16_lanes_batched(
                 l_lo = l_lo + (s[nt][..., 0] + s[nt][..., 1])
                 l_hi = l_hi + (s[nt][..., 2] + s[nt][..., 3])
             for kk in range(tile // 16):
-                p = np.concatenate([s[2 * kk][..., 0:2], s[2 * kk][..., 2:4], s[2 * kk + 1][..., 0:2],
-                                    s[2 * kk + 1][..., 2:4]], axis=-1).astype(np.float16)  # fmt: skip
+                p, p_lo = split_half(np.concatenate([s[2 * kk][..., 0:2], s[2 * kk][..., 2:4], s[2 * kk + 1][..., 0:2],
+                                                     s[2 * kk + 1][..., 2:4]], axis=-1))  # fmt: skip
                 for nt in range(d // 8):
                     v_row = (nt * 8 + _G) * stride_v + kk * 16 + 2 * _T
                     b = np.stack([s_vt[..., v_row], s_vt[..., v_row + 1], s_vt[..., v_row + 8], s_vt[..., v_row + 9]],
                                  axis=-1)
                     o[nt] = _mma16816_batched(p, b, o[nt])
+                    o[nt] = _mma16816_batched(p_lo, b, o[nt])
         for off in (1, 2):
             l_lo = l_lo + l_lo[..., _LANE ^ off]
             l_hi = l_hi + l_hi[..., _LANE ^ off]

@@ -6,6 +6,11 @@ only through ``IPluginRegistry::loadLibrary`` (TensorRT calls its ``getCreators`
 ``ctypes.CDLL`` registers nothing. So both the builder and the runner call
 :func:`load_plugin_library`, which hands the file to ``trt.get_plugin_registry().load_library``.
 Torch-free; TensorRT is passed in (imported by the caller, possibly a test double).
+
+Tools that load a plugin library with ``dlopen`` themselves (Polygraphy's ``--plugins`` runs
+``ctypes.CDLL`` on each path) need the library that registers on load:
+:func:`dlopen_library` maps the getCreators library to its static-registration sibling
+``libsrdeploy_plugins_static.so`` (built by the same CMake project, into the same folder).
 """
 
 from __future__ import annotations
@@ -33,3 +38,14 @@ def load_plugin_library(trt: Any, path: str | os.PathLike[str] | None = None) ->
             f"TensorRT could not load plugin library {lib}; rebuild it for this TensorRT and GPU ({BUILD_HINT})"
         )
     return lib
+
+
+def dlopen_library(path: str | os.PathLike[str]) -> str:
+    """The library a dlopen-based loader (Polygraphy ``--plugins``) needs in place of ``path``:
+    the static-registration variant next to the getCreators library; any other path unchanged."""
+    from .build import LIBRARIES
+
+    p = Path(path)
+    if p.name == LIBRARIES["plugins"]:
+        return str(p.with_name(LIBRARIES["plugins_static"]))
+    return str(p)

@@ -9,8 +9,8 @@ not supported by python customops api"). :func:`prepare_session` therefore wraps
 node whose inputs are fp16 in Cast(fp32) -> ``<Op>_Fp16Emulation`` -> Cast(fp16)
 (``cast_wrap_plugins``). The wrapped op is not the fp32 reference: its PyOp kernel turns the
 (exactly representable) fp32 inputs back into fp16 and runs the plugin's ``fp16_emulation``, the
-CPU replay of the fp16 CUDA kernel's algorithm (fp16 operands, fp32 accumulation, P rounded to
-fp16, fp16 output), so an fp16 plugin graph validates with the kernel's numerics. And
+CPU replay of the fp16 CUDA kernel's algorithm (fp16 operands, fp32 accumulation, P split in
+two fp16 parts for P.V, fp16 output), so an fp16 plugin graph validates with the kernel's numerics. And
 ``run_isolated`` runs a graph in a child process so that an abort fails a check instead of
 killing the caller. Usage::
 

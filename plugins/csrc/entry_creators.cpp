@@ -17,10 +17,15 @@ __attribute__((visibility("default"))) void setLoggerFinder(nvinfer1::ILoggerFin
 
 __attribute__((visibility("default"))) nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
-    static srdeploy::WindowAttentionCreator windowAttention;
-    static srdeploy::LocalEnsembleCreator localEnsemble;
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&windowAttention, &localEnsemble};
-    nbCreators = 2;
+    // one creator per plugin, from the generated table (sr_plugin_table.gen.h)
+#define SRDEPLOY_CREATOR_INSTANCE(Creator) static srdeploy::Creator the##Creator;
+    SRDEPLOY_FOR_EACH_CREATOR(SRDEPLOY_CREATOR_INSTANCE)
+#undef SRDEPLOY_CREATOR_INSTANCE
+#define SRDEPLOY_CREATOR_ADDRESS(Creator) &the##Creator,
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {SRDEPLOY_FOR_EACH_CREATOR(SRDEPLOY_CREATOR_ADDRESS)};
+#undef SRDEPLOY_CREATOR_ADDRESS
+    static_assert(sizeof(creators) / sizeof(creators[0]) == SRDEPLOY_PLUGIN_COUNT, "generated table is inconsistent");
+    nbCreators = SRDEPLOY_PLUGIN_COUNT;
     return creators;
 }
 

@@ -43,8 +43,10 @@ private:
     Creator mCreator;
 };
 
-GuardedRegistrar<WindowAttentionCreator> const gWindowAttentionRegistrar;
-GuardedRegistrar<LocalEnsembleCreator> const gLocalEnsembleRegistrar;
+// one registrar per plugin, from the generated table (sr_plugin_table.gen.h)
+#define SRDEPLOY_REGISTRAR(Creator) GuardedRegistrar<Creator> const gRegistrar##Creator;
+SRDEPLOY_FOR_EACH_CREATOR(SRDEPLOY_REGISTRAR)
+#undef SRDEPLOY_REGISTRAR
 
 } // namespace
 } // namespace srdeploy

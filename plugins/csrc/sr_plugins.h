@@ -14,30 +14,30 @@
 #include <string>
 #include <vector>
 
+#include "sr_kernels.h"
+#include "sr_plugin_table.gen.h"
+
 namespace srdeploy
 {
 
-constexpr char const* kWindowAttentionName = "SRWindowAttention";
-constexpr char const* kLocalEnsembleName = "CiaoSRLocalEnsemble";
-constexpr char const* kWindowAttentionVersion = "1";
-constexpr char const* kLocalEnsembleVersion = "1";
+// k<Plugin>Name / k<Plugin>Version come from the specs: sr_plugin_table.gen.h (generated).
 constexpr char const* kPluginNamespace = "";
 
 //! Route plugin errors to TensorRT's logger (set by setLoggerFinder) or to stderr.
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 void logError(std::string const& message) noexcept;
 
-//! Attributes of SRWindowAttention, as read from a PluginFieldCollection.
-struct WindowAttentionParams
+namespace detail
 {
-    int32_t window{0};
-    int32_t biasQMinusK{0}; //!< 0: "k-q" (ESC), 1: "q-k" (ASID)
-    float scale{0.F};       //!< 0 = default head_dim^-0.5, resolved when the shapes are known
-};
-
-//! Parse and validate fields; returns false (and logs why) on any missing/invalid/unknown field.
-bool parseWindowAttentionFields(nvinfer1::PluginFieldCollection const* fc, WindowAttentionParams& out) noexcept;
-bool parseLocalEnsembleFields(nvinfer1::PluginFieldCollection const* fc) noexcept;
+// Field and shape helpers shared by the plugin classes (sr_plugins.cpp).
+bool isFloatOrHalf(nvinfer1::DataType t) noexcept;
+SrDType toSrDType(nvinfer1::DataType t) noexcept;
+bool dimIs(int64_t actual, int64_t expected) noexcept;
+bool dimsMatch(nvinfer1::Dims const& a, nvinfer1::Dims const& b) noexcept;
+bool readInt(nvinfer1::PluginField const& f, int32_t& out) noexcept;
+bool readFloat(nvinfer1::PluginField const& f, float& out) noexcept;
+bool readString(nvinfer1::PluginField const& f, std::string& out) noexcept;
+} // namespace detail
 
 class PluginBase : public nvinfer1::IPluginV3,
                    public nvinfer1::IPluginV3OneCore,
@@ -57,140 +57,7 @@ public:
     nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
 };
 
-class WindowAttentionPlugin final : public PluginBase
-{
-public:
-    explicit WindowAttentionPlugin(WindowAttentionParams const& params);
-    WindowAttentionPlugin(WindowAttentionPlugin const& other);
-    WindowAttentionPlugin& operator=(WindowAttentionPlugin const&) = delete;
-    ~WindowAttentionPlugin() override = default;
-
-    nvinfer1::IPluginV3* clone() noexcept override;
-    char const* getPluginName() const noexcept override
-    {
-        return kWindowAttentionName;
-    }
-    char const* getPluginVersion() const noexcept override
-    {
-        return kWindowAttentionVersion;
-    }
-    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
-    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
-        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
-    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
-        nvinfer1::DimsExprs const* shapeInputs, int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs,
-        int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override;
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
-        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
-
-    WindowAttentionParams const& params() const noexcept
-    {
-        return mParams;
-    }
-
-private:
-    //! Shape rules; dims with value -1 (unknown at build time) are skipped.
-    bool checkDims(nvinfer1::Dims const& q, nvinfer1::Dims const& k, nvinfer1::Dims const& v,
-        nvinfer1::Dims const& table) const noexcept;
-    void initFields() noexcept;
-
-    WindowAttentionParams mParams;
-    std::string mBiasIndex;
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mFc{};
-};
-
-class LocalEnsemblePlugin final : public PluginBase
-{
-public:
-    LocalEnsemblePlugin() = default;
-    nvinfer1::IPluginV3* clone() noexcept override;
-    char const* getPluginName() const noexcept override
-    {
-        return kLocalEnsembleName;
-    }
-    char const* getPluginVersion() const noexcept override
-    {
-        return kLocalEnsembleVersion;
-    }
-    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
-    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
-        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
-    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
-        nvinfer1::DimsExprs const* shapeInputs, int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs,
-        int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override;
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
-        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
-
-private:
-    bool checkDims(nvinfer1::Dims const& query, nvinfer1::Dims const& keys, nvinfer1::Dims const& values) const noexcept;
-    nvinfer1::PluginFieldCollection mFc{0, nullptr};
-};
-
-class WindowAttentionCreator final : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    WindowAttentionCreator();
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override
-    {
-        return &mFc;
-    }
-    char const* getPluginName() const noexcept override
-    {
-        return kWindowAttentionName;
-    }
-    char const* getPluginVersion() const noexcept override
-    {
-        return kWindowAttentionVersion;
-    }
-    char const* getPluginNamespace() const noexcept override
-    {
-        return kPluginNamespace;
-    }
-
-private:
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mFc{};
-};
-
-class LocalEnsembleCreator final : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override
-    {
-        return &mFc;
-    }
-    char const* getPluginName() const noexcept override
-    {
-        return kLocalEnsembleName;
-    }
-    char const* getPluginVersion() const noexcept override
-    {
-        return kLocalEnsembleVersion;
-    }
-    char const* getPluginNamespace() const noexcept override
-    {
-        return kPluginNamespace;
-    }
-
-private:
-    nvinfer1::PluginFieldCollection mFc{0, nullptr};
-};
-
 } // namespace srdeploy
+
+// Every plugin's class and creator (plugins/csrc/<Op>/plugin.h), from the generated table.
+#include "sr_plugin_classes.gen.h"

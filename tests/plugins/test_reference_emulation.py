@@ -80,7 +80,7 @@ def test_emulation_uses_the_kernel_tile_sizes() -> None:
     tile = int(re.search(r"kWinAttnTile = (\d+);", header).group(1))  # type: ignore[union-attr]
     spec = load_spec(WINDOW_ATTENTION)
     assert spec.kernel["query_tile"] == spec.kernel["key_tile"] == tile
-    ens = (build.REPO_ROOT / "plugins" / "csrc" / "local_ensemble.cu").read_text()
+    ens = (build.REPO_ROOT / "plugins" / "csrc" / "CiaoSRLocalEnsemble" / "kernel.cu").read_text()
     assert f"kWarpsPerBlock = {load_spec(LOCAL_ENSEMBLE).kernel['warps_per_block']};" in ens
 
 
@@ -182,10 +182,14 @@ def test_cpp_names_and_versions_follow_the_specs() -> None:
 
     from srdeploy.plugins.registry import PLUGINS
 
-    header = (Path(build.__file__).parent / "csrc" / "sr_plugins.h").read_text()
+    # the constants are generated from the specs (csrc/sr_plugin_table.gen.h); the plugin classes use them
+    header = (Path(build.__file__).parent / "csrc" / "sr_plugin_table.gen.h").read_text()
     consts = dict(re.findall(r'constexpr char const\* (k\w+) = "([^"]*)";', header))
     cpp = {"SRWindowAttention": "kWindowAttention", "CiaoSRLocalEnsemble": "kLocalEnsemble"}
     assert set(cpp) == set(PLUGINS)
+    for op, prefix in cpp.items():
+        classes = (Path(build.__file__).parent / "csrc" / op / "plugin.h").read_text()
+        assert f"return {prefix}Version;" in classes and f"return {prefix}Name;" in classes
     for op, prefix in cpp.items():
         spec = load_spec(op)
         assert consts[f"{prefix}Name"] == spec.op_type
