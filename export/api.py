@@ -399,6 +399,24 @@ def _validate_single(
 # ---- issue 12: the fp16 plugin graph against the portable fp16 graph (one place in this file)
 
 
+END_TO_END_PLUGIN_MARGIN_DB = 1.0
+
+
+def end_to_end_plugin_gate(plugin_db: float, portable_db: float, weights_kind: str) -> tuple[bool, str]:
+    """Whether the end-to-end "plugin fp16 within 1 dB of portable fp16" gate applies, and why.
+
+    It applies to trained weights. On seeded random weights equally accurate fp16 roundings of the
+    attention output move the worst-case PSNR over a ~4 dB band (measured in docs/plugins.md: the
+    network's fp32 islands carry values up to 1e6 and amplify last-bit noise), so there the
+    per-node gate decides and the end-to-end delta is only reported.
+    """
+    delta = plugin_db - portable_db
+    if weights_kind == "random":
+        return False, (f"reported, not gated (delta {delta:+.2f} dB): seeded random weights amplify fp16 "
+                       "rounding noise; the per-node gate decides")
+    return True, f"plugin fp16 within {END_TO_END_PLUGIN_MARGIN_DB} dB of portable fp16 (delta {delta:+.2f} dB)"
+
+
 def _compare_portable_fp16(
     plan: _Plan, prepared: Prepared, inputs: list[tuple[Case, np.ndarray]], plugin_validation: Validation, stem: str,
     plugin_graph: onnx.ModelProto,
@@ -407,10 +425,9 @@ def _compare_portable_fp16(
     same gate against the same PyTorch fp32 reference and report both worst-case PSNRs; then
     measure every fp16 plugin node where it makes its error (:func:`fp16.plugin_node_precision`,
     on the calibration input) and refuse the export when a node costs more than
-    ``PLUGIN_LOCAL_MARGIN_DB`` over the fp16 floor. The end-to-end delta is reported, not gated:
-    on seeded weights equally accurate fp16 roundings of the attention output alone move the
-    worst-case PSNR over a ~4 dB band (docs/plugins.md), so a 1 dB end-to-end gate would judge
-    rounding luck, not the kernel."""
+    ``PLUGIN_LOCAL_MARGIN_DB`` over the fp16 floor. On trained weights the plugin graph must also be
+    within ``END_TO_END_PLUGIN_MARGIN_DB`` of the portable fp16 graph end to end; on seeded weights
+    that delta is reported, not gated (:func:`end_to_end_plugin_gate`)."""
     from .fp16 import PLUGIN_LOCAL_MARGIN_DB, plugin_node_precision
 
     cfg = plan.cfg
@@ -438,6 +455,13 @@ def _compare_portable_fp16(
             "written. Export without --plugins, or fix the plugin kernel"
         )
     got, ref = plugin_validation.worst.psnr_db, val.worst.psnr_db
+    gated, gate_note = end_to_end_plugin_gate(got, ref, prepared.weights_kind)
+    if gated and got < ref - END_TO_END_PLUGIN_MARGIN_DB:
+        raise ExportError(
+            f"{stem}: the fp16 plugin graph is {ref - got:.2f} dB below the portable fp16 graph on trained weights "
+            f"({got:.2f} vs {ref:.2f} dB worst case, allowed {END_TO_END_PLUGIN_MARGIN_DB}); nothing written. "
+            "Export without --plugins, or fix the plugin kernel"
+        )
     return {
         "reference": "PyTorch fp32",
         "plugins_fp16": {"psnr_db": round(got, 3), "max_rel_err": plugin_validation.worst.max_rel_err},
@@ -446,6 +470,8 @@ def _compare_portable_fp16(
         "delta_db": round(got - ref, 3),
         "plugin_nodes": nodes,
         "gate": f"each fp16 plugin node within {PLUGIN_LOCAL_MARGIN_DB} dB of the fp16 floor on the calibration input",
+        "end_to_end_gated": gated,
+        "end_to_end_gate": gate_note,
         "passed": True,
     }
 

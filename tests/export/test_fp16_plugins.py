@@ -212,3 +212,15 @@ def test_swap_and_written_graph_must_agree() -> None:
         bare.CopyFrom(graph)
         del bare.graph.node[2]
         _written_plugins(plan, ["CiaoSRLocalEnsemble"], {"encoder": bare, "decoder": bare})  # type: ignore[arg-type]
+
+
+def test_end_to_end_plugin_gate_applies_to_trained_weights_only() -> None:
+    """The issue's 1 dB end-to-end gate binds on trained weights; on seeded weights it is reported."""
+    from srdeploy.export.api import END_TO_END_PLUGIN_MARGIN_DB, end_to_end_plugin_gate
+
+    gated, note = end_to_end_plugin_gate(57.5, 59.5, "random")
+    assert not gated and "-2.00 dB" in note and "per-node" in note
+    for kind in ("real",):
+        gated, note = end_to_end_plugin_gate(57.5, 59.5, kind)
+        assert gated and "-2.00 dB" in note
+    assert END_TO_END_PLUGIN_MARGIN_DB == 1.0
