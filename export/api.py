@@ -253,7 +253,8 @@ def _check(cfg: ExportConfig, trt_api: ModuleType | None = None) -> _Plan:
     desc = descriptor(cfg.model)
     desc.check_scale(cfg.scale)
     if cfg.fp16 and not desc.fp16:
-        raise SrdeployError(f"{cfg.model} does not support fp16 deployment (descriptor fp16=False); drop --fp16")
+        why = f": {desc.fp16_refusal}" if desc.fp16_refusal else " (descriptor fp16=False)"
+        raise SrdeployError(f"{cfg.model} does not support fp16 deployment{why}; drop --fp16")
     if cfg.attention == "native" and cfg.plugins:
         raise SrdeployError("--attention native and --plugins are two forms of the same layer; choose one")
     # the engine builder is imported (and plugin graphs refused for TensorRT-RTX) before anything is exported

@@ -98,6 +98,8 @@ class Descriptor:
     # the size-dependent paths validation must exercise (see SizePath); () = size-agnostic
     size_paths: tuple[SizePath, ...] = ()
     test_tier: TestTier = "fast"
+    # with fp16=False: the measured reason, quoted in the one-line refusal of --fp16
+    fp16_refusal: str = ""
 
     def __post_init__(self) -> None:
         if self.test_tier not in TEST_TIERS:
@@ -134,6 +136,7 @@ class Descriptor:
             },
             "trt_profile": self.trt_profile.as_dict(),
             "fp16": self.fp16,
+            "fp16_refusal": self.fp16_refusal,
             "needs_fusion": self.needs_fusion,
             "weights_license": self.weights_license,
             "paper": self.paper,

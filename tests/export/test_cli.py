@@ -158,3 +158,12 @@ def test_engine_with_tensorrt_double(tmp_path: Path, tiny_model: str) -> None:
     assert side["fields"]["onnx_sha256"] == res.manifest["onnx"]["sha256"]
     assert ("OptimizationProfile.set_shape", ("lr", (1, 3, 16, 16), (1, 3, 32, 32), (1, 3, 64, 64))) in trt.calls
     assert len(list((tmp_path / "cache").glob("*.engine"))) == 1
+
+
+def test_ciaosr_fp16_plugins_refusal_names_the_measured_reason(tmp_path: Path, capsys) -> None:
+    """Issue 12: CiaoSR ``--fp16 --plugins`` is refused in one line that quotes the measurement."""
+    out = tmp_path / "out"
+    assert main(["--model", "ciaosr", "--scale", "4", "--fp16", "--plugins", "-o", str(out)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not support fp16" in err[0] and "0.24" in err[0] and "drop --fp16" in err[0]
+    assert not out.exists()
