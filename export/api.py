@@ -26,7 +26,7 @@ from srdeploy.models import Descriptor, descriptor
 from srdeploy.models.registry import ShapeProfile
 
 from srdeploy import notices, onnxlayer
-from srdeploy.atomic import check_outdir, staged_dir
+from srdeploy.atomic import check_outdir, missing_ancestors, remove_if_empty, staged_dir
 from srdeploy.cache import sha256_bytes
 from srdeploy.errors import ExportError, ShapeError, SrdeployError
 from srdeploy.records import ArtifactRecord
@@ -201,6 +201,18 @@ def export_model(
     """
     cfg = config if isinstance(config, ExportConfig) else ExportConfig.of(
         model=config, scale=scale, outdir=outdir, **settings)
+    made = missing_ancestors(Path(cfg.outdir))  # the folders a failed export must not leave behind
+    try:
+        return _export(cfg, reuse, trt_api, device)
+    except BaseException:
+        remove_if_empty(made)
+        raise
+
+
+def _export(
+    cfg: ExportConfig, reuse: ExportResult | None, trt_api: ModuleType | None, device: DeviceInfo | None
+) -> ExportResult:
+    """:func:`export_model`'s stages, on one screen."""
     plan = _check(cfg, trt_api)
     prepared, plugin_ops = _prepare(plan, reuse)
     if plan.desc.graph == "encoder+decoder":

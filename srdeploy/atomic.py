@@ -106,8 +106,8 @@ def check_outdir(outdir: Path) -> None:
         raise SrdeployError(f"output directory {outdir} is not writable; choose another with -o")
 
 
-def _missing_ancestors(path: Path) -> list[Path]:
-    """``path`` and its parents that do not exist yet, deepest first."""
+def missing_ancestors(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first (for :func:`remove_if_empty`)."""
     out = []
     p = path.absolute()
     while not p.exists() and p != p.parent:
@@ -133,7 +133,7 @@ def output_dir(outdir: str | os.PathLike[str]) -> Iterator[Path]:
     nothing succeeded leaves no empty folder behind (folders that existed before are never removed).
     """
     outdir = Path(outdir)
-    made = _missing_ancestors(outdir)
+    made = missing_ancestors(outdir)
     try:
         check_outdir(outdir)
         yield outdir
@@ -145,7 +145,7 @@ def output_dir(outdir: str | os.PathLike[str]) -> Iterator[Path]:
 def made_dirs(path: str | os.PathLike[str]) -> Iterator[Path]:
     """``mkdir -p path``; on an error inside the block, remove the folders this created if empty."""
     path = Path(path)
-    made = _missing_ancestors(path)
+    made = missing_ancestors(path)
     path.mkdir(parents=True, exist_ok=True)
     try:
         yield path

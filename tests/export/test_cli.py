@@ -60,11 +60,16 @@ def test_static_shape_and_fp16_io(tmp_path: Path, tiny_model: str) -> None:
 def test_failed_validation_leaves_nothing(tmp_path: Path, tiny_model: str, monkeypatch, capsys) -> None:
     impossible = cmp_mod.Tolerance(max_rel_err=0.0)
     monkeypatch.setitem(cmp_mod.TOLERANCES, ("fp32", "random"), impossible)
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"
     assert main(["--model", tiny_model, "--scale", "2", "-o", str(out), "--exporter", "torchscript"]) != 0
     err = capsys.readouterr().err
     assert err.startswith("error: validation of") and "nothing written" in err and len(err.strip().splitlines()) == 1
-    assert _files(out) == []  # no artifact, no staging directory
+    # no artifact, no staging directory, and not the (empty) folders the export created (issue 14 item 8)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["--model", tiny_model, "--scale", "2", "-o", str(kept), "--exporter", "torchscript"]) != 0
+    assert kept.is_dir() and _files(kept) == []  # a folder that existed before is never removed
 
 
 def test_no_validate_skips_and_says_so(tmp_path: Path, tiny_model: str, capsys) -> None:
