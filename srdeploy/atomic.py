@@ -75,16 +75,7 @@ def staged_dir(outdir: str | os.PathLike[str]) -> Iterator[Path]:
     the staging directory is removed, so no partial artifact set is left behind.
     """
     outdir = Path(outdir)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        from .errors import SrdeployError
-
-        raise SrdeployError(f"cannot create output directory {outdir}: {exc.strerror}") from exc
-    if not os.access(outdir, os.W_OK):
-        from .errors import SrdeployError
-
-        raise SrdeployError(f"output directory {outdir} is not writable; choose another with -o")
+    check_outdir(outdir)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=outdir))
     try:
         yield stage
