@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             """The single-process loop alone (session open, warm): img/s."""
             predictor, _ = open_predictor(onnx_path, "onnxruntime")
             with predictor, contextlib.redirect_stderr(io.StringIO()):
-                upscale_files(predictor, predictor.scale, sorted(imgs.glob("*.png"))[:2], work / "warm", None)
+                upscale_files(predictor, predictor.scale, sorted(imgs.glob("*.png"))[:2], work / "warm")
                 t0 = time.perf_counter()
-                upscale_files(predictor, predictor.scale, sorted(imgs.glob("*.png")), work / "warm", None)
+                upscale_files(predictor, predictor.scale, sorted(imgs.glob("*.png")), work / "warm")
                 return args.images / (time.perf_counter() - t0)
 
         before = single_loop()

@@ -192,17 +192,25 @@ def _check_inputs(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    """How every image of a batch is upscaled (the flags of ``sr-upscale`` that shape one output)."""
+
+    tiling: Tiling | TilePlan | None = None
+    alpha: str = "upscale"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    suffix: str = ""
+    rule: SizeRule | None = None
+    pad: str = "replicate"
+
+
 def upscale_files(
     predict: Predict,
     scale: int,
     inputs: Sequence[Path],
     outdir: Path,
-    tiling: Tiling | TilePlan | None,
-    alpha: str = "upscale",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    suffix: str = "",
-    rule: SizeRule | None = None,
-    pad: str = "replicate",
+    settings: BatchSettings = BatchSettings(),
+    *,
     progress: bool | None = None,
 ) -> list[Path]:
     """Upscale ``inputs`` into ``outdir`` with ``predict``; return the written paths.
@@ -210,9 +218,7 @@ def upscale_files(
     The library form: the first error is raised (outputs finished before it stay). ``sr-upscale``
     itself goes through :func:`upscale_batch`, which reports a bad input and goes on.
     """
-    result = upscale_batch(predict, scale, inputs, outdir, tiling, alpha, max_pixels, suffix, rule, pad,
-                           progress=progress, keep_going=False)
-    return result.done
+    return upscale_batch(predict, scale, inputs, outdir, settings, progress=progress, keep_going=False).done
 
 
 @dataclass
@@ -249,12 +255,7 @@ def upscale_batch(
     scale: int,
     inputs: Sequence[Path],
     outdir: Path,
-    tiling: Tiling | TilePlan | None,
-    alpha: str = "upscale",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    suffix: str = "",
-    rule: SizeRule | None = None,
-    pad: str = "replicate",
+    settings: BatchSettings = BatchSettings(),
     *,
     progress: bool | None = None,
     keep_going: bool = True,
@@ -277,11 +278,11 @@ def upscale_batch(
     current: Path | None = None
     try:
         for path in bar:
-            dest = outdir / output_name(path, suffix)
+            dest = outdir / output_name(path, settings.suffix)
             current = path
             try:
-                upscale_file(predict, scale, path, dest, tiling, rule, pad=pad, alpha=alpha, max_pixels=max_pixels,
-                             progress=show)
+                upscale_file(predict, scale, path, dest, settings.tiling, settings.rule, pad=settings.pad,
+                             alpha=settings.alpha, max_pixels=settings.max_pixels, progress=show)
             except SrdeployError as exc:
                 if not keep_going:
                     raise
@@ -402,8 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _batch(args: argparse.Namespace, predict: Predict, scale: int, inputs: list[Path], outdir: Path,
            plan: TilePlan, rule: SizeRule) -> BatchResult:
     """One input: its error is the command's (one line, its exit code); several: report and go on."""
-    return upscale_batch(predict, scale, inputs, outdir, plan, args.alpha, args.max_pixels, args.suffix, rule,
-                         args.pad, progress=False if args.quiet else None, keep_going=len(inputs) > 1, echo=True)
+    settings = BatchSettings(plan, args.alpha, args.max_pixels, args.suffix, rule, args.pad)
+    return upscale_batch(predict, scale, inputs, outdir, settings, progress=False if args.quiet else None,
+                         keep_going=len(inputs) > 1, echo=True)
 
 
 def torch_model(args: argparse.Namespace) -> tuple[Any, Tiling | None, Any]:

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from srdeploy.models._testing import TinyLocalSR
 
-from srdeploy.cli.upscale import main, torch_predict, upscale_files
+from srdeploy.cli.upscale import BatchSettings, main, torch_predict, upscale_files
 from srdeploy.tiling import Tiling, tiled_apply
 
 # AGDN x2 (real weights), --tile 48 --tile-overlap 16 vs whole image, 70x64 LR baboon crops, uint8
@@ -81,8 +81,8 @@ def test_upscale_files_tiled_equals_untiled(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (27, 41, 3), dtype=np.uint8)).save(src)
     predict = torch_predict(TinyLocalSR(2).eval())
-    (a,) = upscale_files(predict, 2, [src], tmp_path / "whole", None)
-    (b,) = upscale_files(predict, 2, [src], tmp_path / "tiled", Tiling(13, 6, "crop"))
+    (a,) = upscale_files(predict, 2, [src], tmp_path / "whole")
+    (b,) = upscale_files(predict, 2, [src], tmp_path / "tiled", BatchSettings(Tiling(13, 6, "crop")))
     with Image.open(a) as ia, Image.open(b) as ib:
         assert ia.size == ib.size == (82, 54)
         np.testing.assert_array_equal(np.asarray(ia), np.asarray(ib))

@@ -305,7 +305,7 @@ def test_failures_are_counted_and_long_lists_go_to_a_file(photos: Path, tmp_path
     monkeypatch.setattr(up, "SUMMARY_LIST_MAX", 1)
     out = tmp_path / "out"
     with output_dir(out):
-        result = upscale_batch(predict, 2, sorted(photos.iterdir()), out, None, progress=False)
+        result = upscale_batch(predict, 2, sorted(photos.iterdir()), out, progress=False)
     assert result.line() == "done 1, skipped 0, failed 2"
     assert up.report_batch(result, out) == 1
     listing = out / up.SUMMARY_FILE
@@ -325,7 +325,7 @@ def test_interrupt_in_process_keeps_finished_removes_current(photos: Path, tmp_p
 
     out = tmp_path / "out"
     out.mkdir()
-    result = upscale_batch(predict, 2, sorted(photos.iterdir()), out, None, progress=False)
+    result = upscale_batch(predict, 2, sorted(photos.iterdir()), out, progress=False)
     assert result.done == [out / "a.png"] and result.interrupted == photos / "b.png" and result.not_started == 1
     assert up.report_batch(result, out) == 130
     assert sorted(p.name for p in out.iterdir()) == ["a.png"]  # no temporary file of b.png
