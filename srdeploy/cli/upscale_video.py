@@ -134,7 +134,12 @@ def _predictor(args: argparse.Namespace) -> Iterator[tuple[Predict, int, Tiling 
 
 
 def main_video(args: argparse.Namespace) -> int:
-    """Upscale every input video; print one summary line per output file."""
+    """Upscale every input video; print one summary line per output file.
+
+    One video: its error ends the command (exit 2, nothing written). Several: a video that fails
+    (corrupt, unreadable, too large) is reported in one ``failed:`` line and the others still run,
+    like a batch of images; the command then ends with a summary and exit 1.
+    """
     inputs = [Path(s) for s in args.inputs]
     opts = options_from_args(args)  # validate the cheap things before loading a model
     dests = destinations(inputs, args.output, args.suffix)
@@ -143,10 +148,17 @@ def main_video(args: argparse.Namespace) -> int:
         for d in sorted({dest.parent for dest in dests}):  # removed again if the command ends with them empty
             folders.enter_context(output_dir(d))
         finished: list[Path] = []
+        failed: list[str] = []
         for src, dest in zip(inputs, dests, strict=True):
             try:
                 rep = upscale_video(predict, scale, src, dest, opts, tiling,
                                     progress=not (args.no_progress or args.quiet))
+            except SrdeployError as exc:
+                if len(inputs) == 1:
+                    raise
+                failed.append(str(src))  # upscale_video left no output for it; the next video still runs
+                print(f"failed: {src}: {' '.join(str(exc).split())}", file=sys.stderr)
+                continue
             except KeyboardInterrupt:
                 if not finished:
                     raise  # nothing finished: the common "no partial output was left behind" is true
@@ -160,4 +172,8 @@ def main_video(args: argparse.Namespace) -> int:
                   f"copied {copied}, {rep.fps:.1f} fps{skipped}")
             if rep.skipped:
                 print(f"notice: {src}: {rep.skipped} frame(s) did not decode and were dropped", file=sys.stderr)
+    if failed:
+        print(f"videos: done {len(finished)}, failed {len(failed)} (first: {failed[0]}); fix or remove the failed "
+              "input(s) and rerun them", file=sys.stderr)
+        return 1
     return 0

@@ -8,6 +8,7 @@ graph run by ONNX Runtime through the same runtime predictor as ``sr-upscale --o
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -471,3 +472,18 @@ def test_corrupt_first_packet_is_skipped(onnx_x2: Path, video_dir: Path, tmp_pat
     assert "at 0.000s does not decode" in _error_line(capsys)
     assert main(["--onnx", str(onnx_x2), str(bad), "-o", str(out), "--no-progress", "--skip-errors"]) == 0
     assert len(decode_frames(out)[0]) == 4
+
+
+def test_a_bad_video_does_not_stop_the_others(onnx_x2: Path, cfr_mp4: Clip, corrupt_mkv: Path, video_dir: Path,
+                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Several videos: the corrupt one is reported in one line and leaves no output; the others are written."""
+    other = make_clip(video_dir / "four_c.mp4", n=4, audio=False)
+    out = tmp_path / "out"
+    rc = main(["--onnx", str(onnx_x2), str(cfr_mp4.path), str(corrupt_mkv), str(other.path), "-o", str(out),
+               "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1, cap.err
+    assert re.search(rf"failed: .*{corrupt_mkv.name}: .*does not decode", cap.err), cap.err
+    assert "videos: done 2, failed 1" in cap.err
+    assert sorted(p.name for p in _files(out)) == sorted([cfr_mp4.path.name, "four_c.mp4"])
+    assert len(decode_frames(out / "four_c.mp4")[0]) == 4
