@@ -271,7 +271,7 @@ def _check(cfg: ExportConfig, trt_api: ModuleType | None = None) -> _Plan:
         raise SrdeployError("--attention native and --plugins are two forms of the same layer; choose one")
     # the engine builder is imported (and plugin graphs refused for TensorRT-RTX) before anything is exported
     engine = resolve_engine(cfg.engine, trt_api=trt_api, plugins=cfg.plugins,
-                            compute_capabilities=cfg.compute_capabilities)
+                            compute_capabilities=cfg.compute_capabilities, strip_weights=cfg.strip_weights)
     if cfg.plugins and not desc.plugin_points:
         raise SrdeployError(f"{cfg.model} has no TensorRT plugin points (descriptor plugin_points=()); drop --plugins")
     profile, from_flags = resolve_profile(desc, cfg)

@@ -44,6 +44,7 @@ class ExportConfig:
     run_validation: bool = True
     engine: bool | str = False  # True/"auto": TensorRT if its builder imports, else TensorRT-RTX; "tensorrt"; "rtx"
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets, e.g. ("7.5",); () = the library's set
+    strip_weights: bool = False  # TensorRT-RTX: a weight-stripped plan, refit from the ONNX when loaded
     attention: str = "portable"  # "native": ONNX Attention (opset 23) for the window-attention core
     plugins: bool = False
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))

@@ -245,6 +245,10 @@ class Flavour(ABC):
     def after_parse(self, api: Any, network: Any, log: Callable[[str], None]) -> None:  # noqa: B027
         """Flavour-specific changes to the parsed network (default: none)."""
 
+    def explain_failure(self, options: EngineOptions, messages: Sequence[str]) -> str | None:
+        """A flavour-specific one-line reason for a failed build (None: the generic message)."""
+        return None
+
     def check_engine(self, api: Any, data: bytes, path: Path, meta: Mapping[str, Any] | None) -> None:
         """Raise :class:`BackendError` (one line) if ``data`` is not valid for this runtime and GPU."""
         want = (meta or {}).get("fields", {}).get("tensorrt_version")
@@ -338,6 +342,9 @@ def build_serialized_engine(
                 req,
             )
         last = next((m for s, m in reversed(captured) if s <= 1), "see the log above")
+        why = flavour.explain_failure(options, texts)
+        if why:
+            raise ExportError(why)
         # the workspace it had and the free GPU memory (srdeploy.memplan), then the builder's own last error
         from srdeploy.memplan import build_failure_message
 

@@ -46,8 +46,9 @@ def resolve_engine(
 ) -> EngineRequest | None:
     """``engine``: False (no engine), True/"auto", "tensorrt" or "rtx". Imports the builder now."""
     if engine is False or engine is None:
-        if compute_capabilities:
-            raise ExportError("--compute-capability needs --engine rtx")
+        if compute_capabilities or strip_weights:
+            raise ExportError(f"{'--compute-capability' if compute_capabilities else '--strip-weights'} needs "
+                              "--engine rtx")
         return None
     name = "auto" if engine is True else str(engine)
     if trt_api is not None:  # a test double or a module the caller imported
@@ -57,6 +58,9 @@ def resolve_engine(
         flav, api = choose_flavour(name)
     if compute_capabilities and flav.name != "rtx":
         raise ExportError(f"--compute-capability is a TensorRT-RTX option; {flav.display} builds for its own GPU")
+    if strip_weights and flav.name != "rtx":
+        raise ExportError("--strip-weights is done for TensorRT-RTX engines here (the runner refits them from "
+                          "the ONNX); use --engine rtx")
     if plugins and not flav.supports_plugins:
         raise ExportError(
             f"{flav.display} has no custom plugins (NVIDIA documents them as unsupported at run time); drop "

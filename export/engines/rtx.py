@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -112,6 +112,15 @@ class RtxFlavour(Flavour):
                     n += 1
         if n:
             log(f"[EngineFromOnnx] {n} attention layers are fp32 and may decompose (TensorRT-RTX fuses fp16/bf16 only)")
+
+    def explain_failure(self, options: EngineOptions, messages: Sequence[str]) -> str | None:
+        """Weight-stripped plans do not build CPU-only: measured with TensorRT-RTX 1.7.1 on a machine
+        without a GPU, every graph with ``STRIP_PLAN`` (one Conv to two 256-channel Convs) failed in
+        Myelin's code generator with ``CHECK(status == CUDA_SUCCESS)``, and built without it."""
+        if options.strip_weights and any("CUDA_SUCCESS" in m for m in messages):
+            return ("TensorRT-RTX cannot build a weight-stripped engine without a GPU (its CPU-only build fails "
+                    "with STRIP_PLAN: Myelin needs CUDA); drop --strip-weights, or build on a machine with an RTX GPU")
+        return None
 
     def check_engine(self, api: Any, data: bytes, path: Path, meta: Mapping[str, Any] | None) -> None:
         """Sidecar version, then ``Runtime.get_engine_validity`` (runtime/engine_check.py)."""

@@ -6,6 +6,7 @@ No PyTorch; TensorRT and cuda-python are imported when the runner loads.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ class TrtRunner(Runner):
         self._ctx: Any = None
         self._stream: Any = None
         self._cudart: Any = None
+        self._runtime_cache: Any = None  # TensorRT-RTX: the JIT kernel cache, kept beside the engine
+        self._cache_path: Path | None = None
 
     def _check(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -100,7 +103,13 @@ class TrtRunner(Runner):
                 f"TensorRT cannot deserialise {self.engine_path} (corrupt, or built for another TensorRT "
                 f"version / GPU; this is TensorRT {trt.__version__}); rebuild it with sr-export --engine"
             )
-        self._ctx = self._engine.create_execution_context()
+        if rtx:
+            if weight_stripped(meta):
+                refit_stripped(trt, self._engine, self.engine_path, meta or {}, logger)
+            self._cache_path = runtime_cache_file(self.engine_path)
+            self._ctx, self._runtime_cache = context_with_runtime_cache(trt, self._engine, self._cache_path)
+        else:
+            self._ctx = self._engine.create_execution_context()
         self._stream = self._check(cudart.cudaStreamCreate())
         self._trt = trt
         ins: list[TensorMeta] = []
@@ -162,6 +171,9 @@ class TrtRunner(Runner):
     def _unload(self) -> None:
         if self._cudart is None:
             return
+        if self._runtime_cache is not None and self._cache_path is not None:
+            save_runtime_cache(self._runtime_cache, self._cache_path)
+            self._runtime_cache = None
         for ptr, _ in self._buffers.values():
             self._cudart.cudaFree(ptr)
         self._buffers.clear()
@@ -187,6 +199,71 @@ class TrtRunner(Runner):
         io = sum(size for _, size in self._buffers.values())
         return MemoryReport(dev + io, "TensorRT engine device memory (activations/scratch) + I/O buffers; "
                                       "weights are not included")
+
+
+def weight_stripped(meta: Mapping[str, Any] | None) -> bool:
+    """Whether the sidecar records a weight-stripped build (``fields.builder.strip_weights``)."""
+    return bool((((meta or {}).get("fields") or {}).get("builder") or {}).get("strip_weights"))
+
+
+def runtime_cache_file(engine: Path) -> Path:
+    """``STEM.engine.runtime.cache``: the name sr-export records in the manifest (export/engines/rtx.py)."""
+    return engine.with_name(engine.name + ".runtime.cache")
+
+
+def refit_stripped(trt: Any, engine: Any, engine_path: Path, meta: dict[str, Any], logger: Any) -> None:
+    """Put the weights back into a weight-stripped TensorRT-RTX engine from the ONNX it was built from.
+
+    ``sr-export --strip-weights`` writes the plan without its weights (``BuilderFlag.STRIP_PLAN``);
+    the sidecar names the ONNX (``onnx_file``), which must sit beside the engine, unchanged.
+    """
+    name = meta.get("onnx_file")
+    onnx_path = engine_path.with_name(str(name)) if name else None
+    if onnx_path is None or not onnx_path.is_file():
+        raise BackendError(f"engine {engine_path} is weight-stripped and its ONNX ({name or 'unnamed in the sidecar'})"
+                           " is not beside it; copy the .onnx next to the engine or rebuild without --strip-weights")
+    refitter = trt.Refitter(engine, logger)
+    parser = trt.OnnxParserRefitter(refitter, logger)
+    if not parser.refit_from_file(str(onnx_path)) or not refitter.refit_cuda_engine():
+        errors = "; ".join(str(parser.get_error(i)) for i in range(getattr(parser, "num_errors", 0)))
+        raise BackendError(f"refitting the weight-stripped engine {engine_path} from {onnx_path.name} failed"
+                           f"{': ' + errors if errors else ''}; the ONNX must be the one it was built from "
+                           "(rebuild with sr-export --engine rtx)")
+
+
+def context_with_runtime_cache(trt: Any, engine: Any, cache_path: Path) -> tuple[Any, Any]:
+    """An execution context whose runtime config holds the JIT kernel cache loaded from ``cache_path``.
+
+    TensorRT-RTX compiles kernels for the GPU at first use; the cache keeps them for the next run.
+    A cache file that does not load (other GPU, driver, or corrupt) is ignored with a notice and
+    rewritten when the runner closes.
+    """
+    config = engine.create_runtime_config()
+    cache = config.create_runtime_cache()
+    if cache_path.is_file():
+        try:
+            ok = cache.deserialize(cache_path.read_bytes())
+        except Exception as exc:  # the bindings raise their own types; the cache is only an optimisation
+            ok, why = False, str(exc)
+        else:
+            why = "rejected by TensorRT-RTX"
+        if ok is False:
+            print(f"notice: runtime cache {cache_path} did not load ({why}); kernels are compiled again",
+                  file=sys.stderr)
+    config.set_runtime_cache(cache)
+    return engine.create_execution_context(config), cache
+
+
+def save_runtime_cache(cache: Any, cache_path: Path) -> None:
+    """Write the runtime cache atomically; a failure costs only the next run's compile time."""
+    from srdeploy.atomic import atomic_write_bytes
+
+    try:
+        data = bytes(cache.serialize())
+        if data:
+            atomic_write_bytes(cache_path, data)
+    except OSError as exc:
+        print(f"notice: the runtime cache was not saved to {cache_path} ({exc})", file=sys.stderr)
 
 
 def _options(o: RunOptions) -> TrtOptions:

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compute-capability", action="append", default=None, metavar="X.Y",
                    help="TensorRT-RTX target compute capability, e.g. 7.5 for Turing (repeatable; default: the "
                    "library's portable set)")
+    t.add_argument("--strip-weights", action="store_true",
+                   help="TensorRT-RTX: write a weight-stripped engine (smaller; the runner refits it from the "
+                   ".onnx beside it when it loads)")
     t.add_argument("--workspace", type=int, default=None, help="builder workspace limit in MiB (default 4096)")
     t.add_argument("--opt-level", type=int, default=None, help="builder optimisation level 0-5 (default 3)")
     t.add_argument("--cache-dir", default=None, help="engine cache (default: $SRDEPLOY_CACHE/engines)")
@@ -137,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         int8=args.int8, calib=args.calib, calib_method=args.calib_method, int8_gate=args.int8_gate,
         attention=args.attention,
         compute_capabilities=tuple(args.compute_capability) if args.compute_capability else None,
+        strip_weights=args.strip_weights or None,
     )
     result = export_model(config)
     m = result.manifest

@@ -128,3 +128,37 @@ def test_out_of_memory_is_one_line_with_workspace_and_profile(tmp_path: Path) ->
         assert exc.requested_bytes is None or exc.requested_bytes > 1 << 20
     else:
         pytest.skip("TensorRT-RTX fitted this graph in 1 MiB (it tiles the MatMul); no OOM to check here")
+
+
+def _has_cuda_gpu() -> bool:
+    from srdeploy.memplan import device_memory
+
+    return device_memory(0) is not None
+
+
+@pytest.mark.tensorrt
+def test_weight_stripped_engine(conv_onnx: Path, tmp_path: Path) -> None:
+    """``sr-export --strip-weights`` (STRIP_PLAN). Without a GPU TensorRT-RTX 1.7's build of it fails in
+    Myelin (CUDA needed): that is one line saying so, with nothing written. With a GPU the plan must
+    be smaller than the full one and its sidecar must say it is stripped (the runner refits it)."""
+    full = _build(conv_onnx, tmp_path / "c", tmp_path / "full.engine")
+    if not _has_cuda_gpu():
+        with pytest.raises(ExportError, match=r"cannot build a weight-stripped engine without a GPU.*--strip-weights"):
+            _build(conv_onnx, tmp_path / "c", tmp_path / "strip.engine", strip_weights=True)
+        assert not (tmp_path / "strip.engine").exists() and not (tmp_path / "strip.engine.json").exists()
+        return
+    strip = _build(conv_onnx, tmp_path / "c", tmp_path / "strip.engine", strip_weights=True)
+    assert strip.key != full.key  # type: ignore[attr-defined]
+    assert (tmp_path / "strip.engine").stat().st_size < (tmp_path / "full.engine").stat().st_size
+    from srdeploy.runtime.backends.tensorrt import weight_stripped
+
+    assert weight_stripped(json.loads(strip.sidecar_path.read_text()))  # type: ignore[attr-defined]
+
+
+def test_strip_weights_needs_the_rtx_flavour() -> None:
+    from srdeploy.export.engines.export_step import resolve_engine
+
+    with pytest.raises(ExportError, match="--strip-weights needs --engine rtx"):
+        resolve_engine(False, strip_weights=True)
+    with pytest.raises(ExportError, match="--strip-weights is done for TensorRT-RTX engines here"):
+        resolve_engine("tensorrt", trt_api=object(), strip_weights=True)  # type: ignore[arg-type]
