@@ -243,13 +243,19 @@ def _export(
         export_seconds=onnx_facts["seconds"],
         extra=extra,
     )
+    fresh = [f for f in (plan.out / f"{stem}.onnx", plan.out / f"{stem}.json") if not f.exists()]
     files = _write(plan.out, {f"{stem}.onnx": data}, stem, manifest)
-    _announce_deviations(stem, deviations)
-    _announce_weights(plan, prepared, stem)
     result = ExportResult(stem, plan.out, files, manifest, validation, prepared=prepared, fp32_graph=base,
                           onnx_model=graph)
     if plan.engine is not None:
-        _build_engine(plan, result, bprof, libs, device)
+        try:
+            _build_engine(plan, result, bprof, libs, device)
+        except BaseException:  # the command failed: the .onnx/.json it just created go too (no partial artifact)
+            for f in fresh:
+                f.unlink(missing_ok=True)
+            raise
+    _announce_deviations(stem, deviations)
+    _announce_weights(plan, prepared, stem)
     return result
 
 

@@ -162,3 +162,19 @@ def test_strip_weights_needs_the_rtx_flavour() -> None:
         resolve_engine(False, strip_weights=True)
     with pytest.raises(ExportError, match="--strip-weights is done for TensorRT-RTX engines here"):
         resolve_engine("tensorrt", trt_api=object(), strip_weights=True)  # type: ignore[arg-type]
+
+
+@pytest.mark.tensorrt
+def test_a_failed_engine_build_leaves_no_new_files(tiny_model: str, tmp_path: Path) -> None:
+    """The .onnx/.json an export just created are removed when its engine then fails to build (here:
+    --strip-weights without a GPU); files that were there before the command are kept."""
+    if _has_cuda_gpu():
+        pytest.skip("a GPU is present: the weight-stripped build succeeds, so it cannot be the failure here")
+    from srdeploy.export.api import export_model
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="cannot build a weight-stripped engine"):
+        export_model(tiny_model, 2, out, engine="rtx", strip_weights=True, run_validation=False)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
