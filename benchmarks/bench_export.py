@@ -5,7 +5,9 @@ For every model (x4: LR 180x320, i.e. a 1280x720 output), in one run:
 1. **ours**: the graph ``sr-export`` writes (fused, fp32), in ONNX Runtime (CPU EP);
 2. **plain**: ``torch.onnx.export`` of the AUTHORS' own module (what a user would do without this
    tool), in the same ONNX Runtime session options;
-3. **eager**: our PyTorch module in eager mode (``torch.inference_mode``).
+3. **eager**: our PyTorch module in eager mode (``torch.inference_mode``);
+4. with ``--native`` (ESC): **native**, the ``sr-export --attention native`` graph (one ONNX
+   ``Attention`` node per attention layer), in the same rounds.
 
 It prints the median latencies, the ratios ours/plain and ours/eager, and the export times. The
 aims are >= 1.2x over the plain export (ESC >= 1.5x) and >= 1.5x over eager; where an aim is not
@@ -262,6 +264,10 @@ def bench(name: str, scale: int, lr: tuple[int, int], authors: dict[str, Path], 
         res = export_model(name, scale, tmp, run_validation=not args.no_validate)
         t_ours_export = time.perf_counter() - t0
         ours_data = res.onnx_path.read_bytes()
+        native_data = b""
+        if args.native and family == "esc":  # the same model with ONNX Attention nodes (--attention native)
+            native_data = export_model(name, scale, Path(tmp) / "native", attention="native",
+                                       run_validation=not args.no_validate).onnx_path.read_bytes()
     ours = _session(ours_data, args.threads)
     eager_model = res.prepared.module
 
@@ -274,6 +280,9 @@ def bench(name: str, scale: int, lr: tuple[int, int], authors: dict[str, Path], 
         return _op_shares(ours_data, xn, args.threads)
 
     fns: dict[str, Callable[[], Any]] = {"ours": lambda: ours.run(None, {"lr": xn}), "eager": eager}
+    if native_data:
+        native = _session(native_data, args.threads)
+        fns["native"] = lambda: native.run(None, {"lr": xn})
     notes = []
     plain_data = b""
     with_plain = family in authors and family in AUTHORS
@@ -294,6 +303,8 @@ def bench(name: str, scale: int, lr: tuple[int, int], authors: dict[str, Path], 
         r_plain = t_plain / t_ours
         aim = AIM_PLAIN.get(family, AIM_PLAIN_DEFAULT)
         line += f" | plain {t_plain:9.1f} ms | plain/ours {r_plain:5.2f}x (aim {aim}x)"
+        if native_data:
+            line += f" | native {t['native']:9.1f} ms | plain/native {t_plain / t['native']:5.2f}x"
         line += f" | export ours {t_ours_export:.1f} s, plain {t_plain_export:.1f} s"
         if r_plain < aim:
             notes.append(_why_plain(ours_shares(), _op_shares(plain_data, xn, args.threads), r_plain, aim))
@@ -328,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--no-validate", action="store_true", help="skip our exporter's validation (faster)")
+    p.add_argument("--native", action="store_true",
+                   help="ESC: also time the --attention native graph (ONNX Attention nodes) in the same rounds")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from srdeploy.models import descriptor, list_models

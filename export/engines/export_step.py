@@ -69,6 +69,13 @@ def resolve_engine(
     return EngineRequest(flav, api, tuple(compute_capabilities), strip_weights)
 
 
+def grown_workspace_mib(workspace_mib: int, requested_bytes: int) -> int | None:
+    """The workspace to retry with after the builder asked for ``requested_bytes``: 1.25x the request
+    rounded up to 256 MiB, at least double; None above :data:`MAX_AUTO_WORKSPACE_MIB`."""
+    grown = max(workspace_mib * 2, -(-int(requested_bytes * 1.25) // (256 << 20)) * 256)
+    return grown if grown <= MAX_AUTO_WORKSPACE_MIB else None
+
+
 def build_engine(
     req: EngineRequest,
     onnx_path: Path,
@@ -109,8 +116,8 @@ def build_engine(
         except EngineMemoryError as exc:
             if source == "--workspace" or not exc.requested_bytes or attempt == 2:
                 raise
-            grown = max(workspace_mib * 2, -(-int(exc.requested_bytes * 1.25) // (256 << 20)) * 256)
-            if grown > MAX_AUTO_WORKSPACE_MIB:
+            grown = grown_workspace_mib(workspace_mib, exc.requested_bytes)
+            if grown is None:
                 raise
             print(f"notice: the builder requested {exc.requested_bytes >> 20} MiB, more than the {workspace_mib} MiB "
                   f"workspace; building again with {grown} MiB", file=sys.stderr)

@@ -30,3 +30,24 @@ def conv_output_dtypes(trt: Any, data: bytes) -> Counter[str]:
         if layer.type in (trt.LayerType.CONVOLUTION, trt.LayerType.MATRIX_MULTIPLY):
             out[layer.get_output(0).dtype.name] += 1
     return out
+
+
+def two_graph_shapes(manifest: dict[str, Any], role: str) -> tuple[Any, tuple[Any, ...]]:
+    """The (lr profile, extra input shapes) ``sr-export`` wrote in a two-graph manifest's trtexec command."""
+    import re
+
+    from srdeploy.export.manifest import BatchedProfile
+
+    from srdeploy.sizes import Size
+
+    cmd = manifest["graphs"][role]["trtexec"]
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    for kind in ("min", "opt", "max"):
+        m = re.search(rf"--{kind}Shapes=(\S+)", cmd)
+        assert m, cmd
+        for item in m.group(1).split(","):
+            n, dims = item.split(":")
+            shapes.setdefault(n, {})[kind] = tuple(int(d) for d in dims.split("x"))
+    lr = shapes.pop("lr")
+    prof = BatchedProfile(*[(lr[k][0], Size(lr[k][2], lr[k][3])) for k in ("min", "opt", "max")])
+    return prof, tuple((n, s["min"], s["opt"], s["max"]) for n, s in shapes.items())

@@ -5,7 +5,10 @@ RTX ONNX parser ``dlopen``s the unversioned name when it meets a plugin node, th
 the ``.so.1``, and the failed open ends the process in ``std::terminate``. A separate process keeps
 such an abort (and the loaded plugin library) out of the test session.
 
-    python rtx_plugin_build.py GRAPH.onnx PLUGIN_LIB MIN OPT MAX   (sizes as HxW)
+    python rtx_plugin_build.py GRAPH.onnx PLUGIN_LIB MIN OPT MAX [EXTRA_JSON]   (sizes as HxW)
+
+EXTRA_JSON: the profile of inputs besides ``lr`` (a two-graph decoder's features and queries), as
+``[[name, min_shape, opt_shape, max_shape], ...]``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ def main(argv: list[str]) -> int:
 
     from srdeploy.sizes import parse_size
 
-    onnx_path, lib, lo, opt, hi = argv
+    onnx_path, lib, lo, opt, hi = argv[:5]
+    extra = tuple((n, tuple(a), tuple(b), tuple(c)) for n, a, b, c in json.loads(argv[5])) if len(argv) > 5 else ()
     data = Path(onnx_path).read_bytes()
     logger = trt.Logger(trt.Logger.ERROR)
     if trt.get_plugin_registry().load_library(lib) is None:
@@ -41,8 +45,8 @@ def main(argv: list[str]) -> int:
     prof = BatchedProfile.from_shapes(ShapeProfile(parse_size(lo), parse_size(opt), parse_size(hi)))
     messages: list[str] = []
     # the library is already in the registry; EngineOptions.plugin_libraries would load it again
-    engine, _ = build_serialized_engine(data, EngineOptions((prof,)), api=trt, flavour=get_flavour("rtx"),
-                                        log=lambda m: None, messages=messages)
+    engine, _ = build_serialized_engine(data, EngineOptions((prof,), extra_inputs=extra), api=trt,
+                                        flavour=get_flavour("rtx"), log=lambda m: None, messages=messages)
     print(json.dumps({"layer_types": dict(types), "engine_bytes": len(engine), "creators": creators,
                       "memory": memory_report(messages)}))
     return 0

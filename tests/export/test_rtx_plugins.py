@@ -1,4 +1,4 @@
-"""TensorRT-RTX as a checker of the plugins' build-time interface (ESC family plugin graphs).
+"""TensorRT-RTX as a checker of the plugins' build-time interface (ESC family and CiaoSR plugin graphs).
 
 NVIDIA documents custom plugins as unsupported on TensorRT-RTX at run time, and ``sr-export``
 refuses ``--plugins --engine rtx``. The builder still calls every build-time method of a plugin
@@ -69,3 +69,36 @@ def test_plugin_graph_builds_in_rtx(name: str, plugin_lib: Path, rtx_env: dict[s
     assert out["layer_types"].get("PLUGIN_V3", 0) == n_nodes > 0, out["layer_types"]
     assert out["engine_bytes"] > 100_000 and out["memory"].get("activation_mib", 0) > 0
     print(f"{name} plugins: {n_nodes} plugin layers, {out['engine_bytes'] / 2**20:.1f} MiB, {out['memory']}")
+
+
+CIAOSR = ["ciaosr", pytest.param("ciaosr.rdn", marks=[pytest.mark.slow, HEAVY_SKIP]),
+          pytest.param("ciaosr.swinir", marks=[pytest.mark.slow, HEAVY_SKIP])]
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("name", CIAOSR)
+def test_ciaosr_plugin_decoder_builds_in_rtx(name: str, plugin_lib: Path, rtx_env: dict[str, str],
+                                             tmp_path: Path) -> None:
+    """The decoder with CiaoSRLocalEnsemble nodes, at the profile its manifest's trtexec command names."""
+    import onnx
+    from rtx_helpers import two_graph_shapes
+    from srdeploy.export.api import export_model
+
+    res = export_model(name, 2, tmp_path, plugins=True, run_validation=False)
+    dec = res.manifest["graphs"]["decoder"]
+    assert dec["plugins"] == ["CiaoSRLocalEnsemble"], dec["plugins"]
+    path = res.outdir / dec["file"]
+    prof, extra = two_graph_shapes(res.manifest, "decoder")
+    (_, lo), (_, opt), (_, hi) = prof.min, prof.opt, prof.max
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("rtx_plugin_build.py")), str(path), str(plugin_lib),
+         str(lo), str(opt), str(hi), json.dumps([[n, list(a), list(b), list(c)] for n, a, b, c in extra])],
+        capture_output=True, text=True, timeout=600, env=rtx_env,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    n_nodes = sum(1 for n in onnx.load(path).graph.node if n.op_type == "CiaoSRLocalEnsemble")
+    assert "CiaoSRLocalEnsemble" in out["creators"]
+    assert out["layer_types"].get("PLUGIN_V3", 0) == n_nodes > 0, out["layer_types"]
+    assert out["engine_bytes"] > 10_000 and out["memory"].get("activation_mib", 0) > 0
+    print(f"{name} decoder plugins: {n_nodes} plugin layers, {out['engine_bytes'] / 2**20:.1f} MiB, {out['memory']}")
