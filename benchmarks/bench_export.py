@@ -27,7 +27,8 @@ The authors' code is not part of this repository: pass extracted checkouts, e.g.
         --authors agdn=/tmp/agdn --models esc.light a2n agdn
 
 Their modules are built through the fixture generators in tests/fixtures/ (which hold none of
-their code either); a model whose family has no ``--authors`` path is reported as skipped.
+their code either); a model whose family has no ``--authors`` path is reported as skipped. The
+authors' ESC code imports ``einops`` (``pip install einops``; not a dependency of srdeploy).
 What is timed: ``session.run`` / ``model(x)`` only (no image I/O), batch 1, fp32, after
 ``--warmup`` runs; median over ``--repeat`` rounds in which ours, eager and plain run in turns (so
 they share the machine's load); threads as given.

@@ -41,10 +41,11 @@ TWO_GRAPH = [n for n in list_models() if descriptor(n).scales is None]
 UNGATED_FP16 = {"a2n", "a2n.m"}
 
 
-# The heavy builds (ESC-Real, CiaoSR-RDN/SwinIR) took more than 10 minutes each on the 2-core CI
-# machine; they run with SRDEPLOY_RTX_HEAVY=1 (skipped with that reason otherwise).
-HEAVY_SKIP = pytest.mark.skipif(not os.environ.get("SRDEPLOY_RTX_HEAVY"),
-                                reason="heavy TensorRT-RTX build (>10 min on 2 cores): set SRDEPLOY_RTX_HEAVY=1")
+# The heavy builds (ESC-Real, CiaoSR-RDN/SwinIR: 1-3 min each on 2 idle cores, most of it their
+# export) run in CI; they are marked slow (``-m "not slow"`` skips them) and SRDEPLOY_RTX_QUICK=1
+# skips them too for a quick local run.
+HEAVY_SKIP = pytest.mark.skipif(bool(os.environ.get("SRDEPLOY_RTX_QUICK")),
+                                reason="heavy TensorRT-RTX build skipped (SRDEPLOY_RTX_QUICK is set)")
 
 
 def _params(names: list[str]) -> list[Any]:
@@ -151,12 +152,14 @@ def test_rtx_builds_ciaosr_graphs(exports, name: str, role: str, tmp_path: Path)
     assert role == "decoder" or not any(n.op_type == "Resize" for n in nodes)
     network_stats(path.read_bytes())
     prof, extra = two_graph_shapes(res.manifest, role)
-    workspace = 4096
+    # measured: the SwinIR encoder asks 4145 MiB at 192x192, so with 4096 MiB it fails for memory;
+    # it starts at what sr-export's growth rule reaches (8192 MiB) to spare CI the failed attempt
+    workspace = 8192 if (name, role) == ("ciaosr.swinir", "encoder") else 4096
     try:
         out = _build_two_graph(path, prof, extra, workspace, tmp_path / f"{role}.engine")
     except EngineMemoryError as exc:  # sr-export's rule for the default workspace: grow past the request once
         grown = grown_workspace_mib(workspace, exc.requested_bytes or 0)
-        assert name == "ciaosr.swinir" and role == "encoder" and grown, exc  # measured: 4145 MiB at 192x192
+        assert grown, exc
         workspace = grown
         out = _build_two_graph(path, prof, extra, workspace, tmp_path / f"{role}.engine")
     assert out.engine_path.stat().st_size > 10_000 and out.memory.get("activation_mib", 0) > 0
