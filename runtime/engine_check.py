@@ -43,6 +43,17 @@ def engine_flavour(meta: dict[str, Any] | None) -> str:
     return str(((meta or {}).get("fields") or {}).get("flavour") or "tensorrt")
 
 
+def weight_stripped(meta: dict[str, Any] | None) -> bool:
+    """Whether the sidecar records a weight-stripped build (``fields.builder.strip_weights``)."""
+    return bool((((meta or {}).get("fields") or {}).get("builder") or {}).get("strip_weights"))
+
+
+def runtime_cache_file(engine: Path) -> Path:
+    """``STEM.engine.runtime.cache``: the TensorRT-RTX runtime (JIT kernel) cache the runner keeps
+    beside an engine; sr-export records this name in the manifest."""
+    return engine.with_name(engine.name + ".runtime.cache")
+
+
 def rebuild_hint(meta: dict[str, Any] | None) -> str:
     return f"sr-export --engine {engine_flavour(meta)} (same --model/--scale/shapes)"
 

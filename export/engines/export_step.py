@@ -135,8 +135,8 @@ def build_engine(
         "builder_memory": {"profile": profile.as_dict(), **res.memory},
     }
     if req.flavour.name == "rtx":
-        from .rtx import runtime_cache_path
+        from srdeploy.runtime.engine_check import runtime_cache_file
 
-        manifest["engine"]["runtime_cache"] = runtime_cache_path(dest).name
+        manifest["engine"]["runtime_cache"] = runtime_cache_file(dest).name
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
     return res

@@ -61,11 +61,6 @@ def sm_enum(api: Any, cc: str) -> Any:
     return member
 
 
-def runtime_cache_path(engine: Path) -> Path:
-    """The runtime (JIT kernel) cache the runner keeps beside an RTX engine."""
-    return engine.with_name(engine.name + ".runtime.cache")
-
-
 class RtxFlavour(Flavour):
     name: ClassVar[str] = "rtx"
     display: ClassVar[str] = "TensorRT-RTX"

@@ -16,6 +16,7 @@ import numpy as np
 
 from srdeploy.errors import BackendError, MissingDependencyError, ShapeError, SrdeployError
 
+from ..engine_check import runtime_cache_file, weight_stripped
 from .base import BackendInfo, MemoryReport, Runner, RunOptions, TensorMeta
 
 #: no srdeploy extra installs TensorRT: it comes from NVIDIA's wheel or JetPack
@@ -199,16 +200,6 @@ class TrtRunner(Runner):
         io = sum(size for _, size in self._buffers.values())
         return MemoryReport(dev + io, "TensorRT engine device memory (activations/scratch) + I/O buffers; "
                                       "weights are not included")
-
-
-def weight_stripped(meta: Mapping[str, Any] | None) -> bool:
-    """Whether the sidecar records a weight-stripped build (``fields.builder.strip_weights``)."""
-    return bool((((meta or {}).get("fields") or {}).get("builder") or {}).get("strip_weights"))
-
-
-def runtime_cache_file(engine: Path) -> Path:
-    """``STEM.engine.runtime.cache``: the name sr-export records in the manifest (export/engines/rtx.py)."""
-    return engine.with_name(engine.name + ".runtime.cache")
 
 
 def refit_stripped(trt: Any, engine: Any, engine_path: Path, meta: dict[str, Any], logger: Any) -> None:

@@ -150,7 +150,7 @@ def test_weight_stripped_engine(conv_onnx: Path, tmp_path: Path) -> None:
     strip = _build(conv_onnx, tmp_path / "c", tmp_path / "strip.engine", strip_weights=True)
     assert strip.key != full.key  # type: ignore[attr-defined]
     assert (tmp_path / "strip.engine").stat().st_size < (tmp_path / "full.engine").stat().st_size
-    from srdeploy.runtime.backends.tensorrt import weight_stripped
+    from srdeploy.runtime.engine_check import weight_stripped
 
     assert weight_stripped(json.loads(strip.sidecar_path.read_text()))  # type: ignore[attr-defined]
 

@@ -15,13 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from srdeploy.runtime.backends.tensorrt import (
-    context_with_runtime_cache,
-    refit_stripped,
-    runtime_cache_file,
-    save_runtime_cache,
-    weight_stripped,
-)
+from srdeploy.runtime.backends.tensorrt import context_with_runtime_cache, refit_stripped, save_runtime_cache
+from srdeploy.runtime.engine_check import runtime_cache_file, weight_stripped
 
 from srdeploy.errors import BackendError
 
