@@ -36,7 +36,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from srdeploy import onnxlayer
-from srdeploy.errors import ExportError, SrdeployError
+from srdeploy.errors import ExportError, SrdeployError, one_line
 
 FP16_MAX = 65504.0
 
@@ -572,7 +572,7 @@ class Fp16Pass:
         except SrdeployError:
             raise
         except Exception as exc:  # onnx/onnxruntime/numpy failures inside the pass: one line, nothing written
-            first = " ".join(str(exc).split())[:300]
+            first = one_line(exc)[:300]
             raise ExportError(
                 f"the fp16 pass failed ({type(exc).__name__}: {first}); nothing written. Export without --fp16, "
                 "or report this with the model name and flags"

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from srdeploy.atomic import atomic_write_text
-from srdeploy.errors import MissingDependencyError, ShapeError, SrdeployError
+from srdeploy.errors import MissingDependencyError, ShapeError, SrdeployError, one_line
 from srdeploy.imageio import read_image, resize_plane, write_image
 from srdeploy.inputs import output_name
 from srdeploy.options import check_range
@@ -219,7 +219,7 @@ class Upscaler:
                 errors.append("")
             except Exception as exc:  # one bad input is recorded, the job goes on
                 status.append("failed")
-                msg = " ".join(str(exc).split()) or type(exc).__name__
+                msg = one_line(exc) or type(exc).__name__
                 errors.append(msg if isinstance(exc, SrdeployError) else f"{type(exc).__name__}: {msg}")
             seconds.append(time.perf_counter() - t0)
         return {"path": batch["path"], "status": np.array(status), "error": np.array(errors),
@@ -326,7 +326,7 @@ def run_batch(inputs: Sequence[Path], options: BatchOptions, pool: PoolOptions, 
         except Exception as exc:
             if isinstance(exc, SrdeployError):
                 raise
-            first = " ".join(str(exc).split())[:300]
+            first = one_line(exc)[:300]
             summary.seconds = time.perf_counter() - t0
             raise RayJobError(
                 f"the Ray job stopped after {len(summary.done)} new outputs ({type(exc).__name__}: {first}); "

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from srdeploy.errors import MissingDependencyError, SrdeployError
+from srdeploy.errors import MissingDependencyError, SrdeployError, one_line
 from srdeploy.tiling import Tiling, tiled_apply
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
@@ -231,9 +231,9 @@ def build_app(options: ServeOptions, replicas: int | None = 1, min_replicas: int
                 sr = await self.batched(lr) if self.opts.batching else (await self._in_thread([lr]))[0]
                 png = encode_png(sr)
             except RequestError as exc:
-                return Response(" ".join(str(exc).split()) + "\n", status_code=exc.status, media_type="text/plain")
+                return Response(one_line(exc) + "\n", status_code=exc.status, media_type="text/plain")
             except SrdeployError as exc:
-                return Response(" ".join(str(exc).split()) + "\n", status_code=422, media_type="text/plain")
+                return Response(one_line(exc) + "\n", status_code=422, media_type="text/plain")
             return Response(png, media_type="image/png")
 
     return SRDeployment.bind(options)  # type: ignore[attr-defined]
@@ -276,7 +276,7 @@ def upscale_via_server(url: str, inputs: Sequence[Path], outdir: Path, suffix: s
         except SrdeployError as exc:
             if "cannot reach" in str(exc):
                 raise
-            failed[str(path)] = " ".join(str(exc).split())
+            failed[str(path)] = one_line(exc)
             continue
         dest = outdir / f"{path.stem}{suffix}.png"
         atomic_write_bytes(dest, png)

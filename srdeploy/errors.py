@@ -72,6 +72,11 @@ class BackendError(SrdeployError):
 F = TypeVar("F", bound=Callable[..., int])
 
 
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (newlines and runs of spaces become one space)."""
+    return " ".join(str(exc).split())
+
+
 def cli_errors(func: F) -> F:
     """Wrap a CLI ``main`` so that user errors print one line and exit non-zero."""
 
@@ -80,8 +85,7 @@ def cli_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except SrdeployError as exc:
-            msg = " ".join(str(exc).split())  # one line, whatever the message held
-            print(f"error: {msg}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt:
             print("error: interrupted; no partial output was left behind", file=sys.stderr)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from srdeploy.errors import BackendError, MissingDependencyError, SrdeployError
+from srdeploy.errors import BackendError, MissingDependencyError, SrdeployError, one_line
 
 #: Domains whose ops ONNX Runtime implements itself; anything else is a custom (plugin) op.
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -145,7 +145,7 @@ def session(model: ModelLike, config: SessionConfig | None = None) -> Any:
         hint = (
             "; check that its plugin nodes carry every attribute of plugins/<Op>.json" if custom else "; re-export it"
         )
-        raise BackendError(f"ONNX Runtime cannot load the model ({' '.join(str(exc).split())[:300]}){hint}") from exc
+        raise BackendError(f"ONNX Runtime cannot load the model ({one_line(exc)[:300]}){hint}") from exc
 
 
 def run_with_intermediates(

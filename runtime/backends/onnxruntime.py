@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from srdeploy import onnxlayer
-from srdeploy.errors import BackendError, MissingDependencyError, SrdeployError, require
+from srdeploy.errors import BackendError, MissingDependencyError, SrdeployError, one_line, require
 
 from .. import memory
 from .base import BackendInfo, MemoryReport, Runner, RunOptions, TensorMeta
@@ -86,7 +86,7 @@ class OrtRunner(Runner):
         try:
             outs = self._sess.run(None, dict(feed))
         except Exception as exc:  # onnxruntime's runtime errors carry the node and shapes
-            raise BackendError(f"ONNX Runtime failed to run ({' '.join(str(exc).split())[:300]})") from exc
+            raise BackendError(f"ONNX Runtime failed to run ({one_line(exc)[:300]})") from exc
         dt = (time.perf_counter() - t0) * 1e3
         clock = "host perf_counter around session.run (synchronous CPU execution)"
         return {m.name: o for m, o in zip(self.outputs, outs, strict=True)}, dt, clock
@@ -106,7 +106,7 @@ class OrtRunner(Runner):
             dt = (time.perf_counter() - t0) * 1e3
             outs = binding.copy_outputs_to_cpu()
         except Exception as exc:  # onnxruntime's runtime errors carry the node and shapes
-            raise BackendError(f"ONNX Runtime failed to run ({' '.join(str(exc).split())[:300]})") from exc
+            raise BackendError(f"ONNX Runtime failed to run ({one_line(exc)[:300]})") from exc
         clock = "host perf_counter around run_with_iobinding, I/O bound on the GPU (copies excluded)"
         return {m.name: o for m, o in zip(self.outputs, outs, strict=True)}, dt, clock
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from srdeploy.errors import SrdeployError, cli_errors
+from srdeploy.errors import SrdeployError, cli_errors, one_line
 from srdeploy.options import OneLineParser, int_in, non_negative_float, non_negative_int, positive_float, positive_int
 
 
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       "request_timeout_s": args.request_timeout})
             serve.run(app, name="srdeploy", route_prefix="/", blocking=False)
         except Exception as exc:  # replica constructor failed, port taken, ...
-            first = " ".join(str(exc).split())[:300]
+            first = one_line(exc)[:300]
             raise SrdeployError(f"the deployment did not start ({type(exc).__name__}: {first}); "
                                 "check the artifact, the port and the cluster's free resources") from exc
         print(f"serving {art.model} x{art.scale} on http://{args.host}:{args.port}/ "

@@ -33,7 +33,7 @@ import numpy as np
 
 from srdeploy.atomic import output_dir
 from srdeploy.cli.scaleout import add_scaleout_args, run_scaleout, wants_scaleout
-from srdeploy.errors import InputImageError, ShapeError, SrdeployError, cli_errors
+from srdeploy.errors import InputImageError, ShapeError, SrdeployError, cli_errors, one_line
 from srdeploy.imageio import DEFAULT_MAX_PIXELS
 from srdeploy.inputs import (
     check_no_existing_outputs,
@@ -246,10 +246,6 @@ SUMMARY_LIST_MAX = 10
 SUMMARY_FILE = "sr-upscale-not-done.txt"
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
 def upscale_batch(
     predict: Predict,
     scale: int,
@@ -287,7 +283,7 @@ def upscale_batch(
                 if not keep_going:
                     raise
                 bad = isinstance(exc, (InputImageError, ShapeError))
-                msg = _one_line(exc)
+                msg = one_line(exc)
                 (result.skipped if bad else result.failed)[path] = msg
                 current = None
                 tqdm.write(f"{'skipped' if bad else 'failed'}: {msg if str(path) in msg else f'{path}: {msg}'}",

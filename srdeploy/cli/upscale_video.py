@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from srdeploy.atomic import output_dir
-from srdeploy.errors import SrdeployError
+from srdeploy.errors import SrdeployError, one_line
 from srdeploy.options import float_in, int_in, non_negative_float, positive_float
 from srdeploy.tiling import Tiling
 from srdeploy.video import VIDEO_SUFFIXES, VideoOptions, is_video_path, upscale_video
@@ -157,7 +157,7 @@ def main_video(args: argparse.Namespace) -> int:
                 if len(inputs) == 1:
                     raise
                 failed.append(str(src))  # upscale_video left no output for it; the next video still runs
-                print(f"failed: {src}: {' '.join(str(exc).split())}", file=sys.stderr)
+                print(f"failed: {src}: {one_line(exc)}", file=sys.stderr)
                 continue
             except KeyboardInterrupt:
                 if not finished:

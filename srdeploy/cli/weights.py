@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from srdeploy.errors import CheckpointError, SrdeployError, cli_errors
+from srdeploy.errors import CheckpointError, SrdeployError, cli_errors, one_line
 from srdeploy.options import positive_int
 from srdeploy.weights import Store, WeightsIntegrityError, entries, select
 from srdeploy.weights.manifest import WeightEntry
@@ -116,7 +116,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         try:
             path = store.ensure(e)
         except CheckpointError as exc:
-            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             failed.append(e.id)
             continue
         print(f"{e.id}\t{_STATUS[store.status(e)]}\t{path}")
@@ -153,7 +153,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         try:
             digest = store.verify_file(e, dest, delete=True)
         except WeightsIntegrityError as exc:
-            print(f"MISMATCH\t{e.id}\t{' '.join(str(exc).split())}")
+            print(f"MISMATCH\t{e.id}\t{one_line(exc)}")
             bad += 1
             continue
         status = store.status(e)
