@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from srdeploy.models import descriptor
@@ -48,6 +49,26 @@ def rtx_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {**os.environ, "LD_LIBRARY_PATH": f"{link_dir}:{libdir}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
 
 
+def build_plugin_graph(path: Path, op: str, plugin_lib: Path, env: dict[str, str], sizes: tuple[str, str, str],
+                       extra: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """Build ``path`` in the RTX subprocess (rtx_plugin_build.py) and check that every ``op`` node of
+    the graph became a plugin layer of the built network; returns the subprocess's report."""
+    import onnx
+
+    argv = [sys.executable, str(Path(__file__).with_name("rtx_plugin_build.py")), str(path), str(plugin_lib), *sizes]
+    if extra:
+        argv.append(json.dumps([[n, list(a), list(b), list(c)] for n, a, b, c in extra]))
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    n_nodes = sum(1 for n in onnx.load(path).graph.node if n.op_type == op)
+    assert op in out["creators"]
+    assert out["layer_types"].get("PLUGIN_V3", 0) == n_nodes > 0, out["layer_types"]
+    assert out["memory"].get("activation_mib", 0) > 0
+    out["plugin_layers"] = n_nodes
+    return out
+
+
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("name", ESC_FAMILY)
 def test_plugin_graph_builds_in_rtx(name: str, plugin_lib: Path, rtx_env: dict[str, str], tmp_path: Path) -> None:
@@ -57,18 +78,10 @@ def test_plugin_graph_builds_in_rtx(name: str, plugin_lib: Path, rtx_env: dict[s
     # a small profile (min, opt = max = 96x96) for CI time: the plugin's build-time calls (shape,
     # format, serialisation) are the same at every shape; the descriptor profile was built by hand
     p = descriptor(name).trt_profile
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("rtx_plugin_build.py")), str(res.onnx_path), str(plugin_lib),
-         str(p.min), "96x96", "96x96"],
-        capture_output=True, text=True, timeout=600, env=rtx_env,
-    )  # fmt: skip
-    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    n_nodes = sum(1 for n in __import__("onnx").load(res.onnx_path).graph.node if n.op_type == "SRWindowAttention")
-    assert "SRWindowAttention" in out["creators"]
-    assert out["layer_types"].get("PLUGIN_V3", 0) == n_nodes > 0, out["layer_types"]
-    assert out["engine_bytes"] > 100_000 and out["memory"].get("activation_mib", 0) > 0
-    print(f"{name} plugins: {n_nodes} plugin layers, {out['engine_bytes'] / 2**20:.1f} MiB, {out['memory']}")
+    out = build_plugin_graph(res.onnx_path, "SRWindowAttention", plugin_lib, rtx_env, (str(p.min), "96x96", "96x96"))
+    assert out["engine_bytes"] > 100_000
+    print(f"{name} plugins: {out['plugin_layers']} plugin layers, {out['engine_bytes'] / 2**20:.1f} MiB, "
+          f"{out['memory']}")
 
 
 CIAOSR = ["ciaosr", pytest.param("ciaosr.rdn", marks=[pytest.mark.slow, HEAVY_SKIP]),
@@ -80,25 +93,15 @@ CIAOSR = ["ciaosr", pytest.param("ciaosr.rdn", marks=[pytest.mark.slow, HEAVY_SK
 def test_ciaosr_plugin_decoder_builds_in_rtx(name: str, plugin_lib: Path, rtx_env: dict[str, str],
                                              tmp_path: Path) -> None:
     """The decoder with CiaoSRLocalEnsemble nodes, at the profile its manifest's trtexec command names."""
-    import onnx
     from rtx_helpers import two_graph_shapes
     from srdeploy.export.api import export_model
 
     res = export_model(name, 2, tmp_path, plugins=True, run_validation=False)
     dec = res.manifest["graphs"]["decoder"]
     assert dec["plugins"] == ["CiaoSRLocalEnsemble"], dec["plugins"]
-    path = res.outdir / dec["file"]
     prof, extra = two_graph_shapes(res.manifest, "decoder")
-    (_, lo), (_, opt), (_, hi) = prof.min, prof.opt, prof.max
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("rtx_plugin_build.py")), str(path), str(plugin_lib),
-         str(lo), str(opt), str(hi), json.dumps([[n, list(a), list(b), list(c)] for n, a, b, c in extra])],
-        capture_output=True, text=True, timeout=600, env=rtx_env,
-    )  # fmt: skip
-    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    n_nodes = sum(1 for n in onnx.load(path).graph.node if n.op_type == "CiaoSRLocalEnsemble")
-    assert "CiaoSRLocalEnsemble" in out["creators"]
-    assert out["layer_types"].get("PLUGIN_V3", 0) == n_nodes > 0, out["layer_types"]
-    assert out["engine_bytes"] > 10_000 and out["memory"].get("activation_mib", 0) > 0
-    print(f"{name} decoder plugins: {n_nodes} plugin layers, {out['engine_bytes'] / 2**20:.1f} MiB, {out['memory']}")
+    sizes = (str(prof.min[1]), str(prof.opt[1]), str(prof.max[1]))
+    out = build_plugin_graph(res.outdir / dec["file"], "CiaoSRLocalEnsemble", plugin_lib, rtx_env, sizes, extra)
+    assert out["engine_bytes"] > 10_000
+    print(f"{name} decoder plugins: {out['plugin_layers']} plugin layers, {out['engine_bytes'] / 2**20:.1f} MiB, "
+          f"{out['memory']}")
